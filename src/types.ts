@@ -1,0 +1,202 @@
+// Domain types shared by the machines, the host runtime, stores and launchers.
+// The names here are the public contract in DESIGN.md: extend, never rename.
+
+export const RUN_STATUSES = [
+  'NOT_STARTED',
+  'QUEUED',
+  'STARTING',
+  'STARTED',
+  'CANCELING',
+  'SUCCESS',
+  'FAILURE',
+  'CANCELED',
+] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export const TERMINAL_STATUSES: readonly RunStatus[] = ['SUCCESS', 'FAILURE', 'CANCELED'];
+/** Statuses the monitor watches: every non-terminal one. */
+export const ACTIVE_STATUSES: readonly RunStatus[] = ['NOT_STARTED', 'QUEUED', 'STARTING', 'STARTED', 'CANCELING'];
+
+export function isTerminal(status: RunStatus): boolean {
+  return status === 'SUCCESS' || status === 'FAILURE' || status === 'CANCELED';
+}
+
+/** The moves a store allows; anything else is refused (DESIGN.md "Run statuses and events"). */
+export const ALLOWED_MOVES: Readonly<Record<RunStatus, readonly RunStatus[]>> = {
+  NOT_STARTED: ['QUEUED', 'STARTING', 'FAILURE', 'CANCELED'],
+  QUEUED: ['STARTING', 'FAILURE', 'CANCELED'],
+  STARTING: ['STARTED', 'CANCELING', 'SUCCESS', 'FAILURE', 'CANCELED'],
+  STARTED: ['CANCELING', 'SUCCESS', 'FAILURE'],
+  CANCELING: ['CANCELED', 'FAILURE', 'SUCCESS'],
+  SUCCESS: [],
+  FAILURE: [],
+  CANCELED: [],
+};
+
+export function isAllowedMove(from: RunStatus, to: RunStatus): boolean {
+  return ALLOWED_MOVES[from].includes(to);
+}
+
+export const RUN_EVENT_TYPES = [
+  'RUN_QUEUED',
+  'RUN_STARTING',
+  'RUN_START',
+  'RUN_CANCELING',
+  'RUN_SUCCESS',
+  'RUN_FAILURE',
+  'RUN_CANCELED',
+  'ENGINE_EVENT',
+] as const;
+export type RunEventType = (typeof RUN_EVENT_TYPES)[number];
+
+/** The event a move into a status appends. NOT_STARTED is only ever the initial status. */
+export const STATUS_EVENT: Readonly<Record<Exclude<RunStatus, 'NOT_STARTED'>, RunEventType>> = {
+  QUEUED: 'RUN_QUEUED',
+  STARTING: 'RUN_STARTING',
+  STARTED: 'RUN_START',
+  CANCELING: 'RUN_CANCELING',
+  SUCCESS: 'RUN_SUCCESS',
+  FAILURE: 'RUN_FAILURE',
+  CANCELED: 'RUN_CANCELED',
+};
+
+const EVENT_STATUS: Partial<Record<RunEventType, RunStatus>> = Object.fromEntries(
+  Object.entries(STATUS_EVENT).map(([status, type]) => [type, status as RunStatus]),
+);
+
+/** The status a status event moved its run into; undefined for ENGINE_EVENT. */
+export function statusOfEvent(type: RunEventType): RunStatus | undefined {
+  return EVENT_STATUS[type];
+}
+
+/** The record timestamp a move into `status` sets. */
+export const STATUS_TIMESTAMP: Partial<Record<RunStatus, keyof RunRecord>> = {
+  QUEUED: 'queuedAt',
+  STARTING: 'launchedAt',
+  STARTED: 'startedAt',
+  CANCELING: 'cancelingAt',
+  SUCCESS: 'endedAt',
+  FAILURE: 'endedAt',
+  CANCELED: 'endedAt',
+};
+
+export interface RunRecord {
+  runId: string;
+  status: RunStatus;
+  tags: Record<string, string>;
+  createdAt: number;
+  updatedAt: number;
+  queuedAt?: number;
+  launchedAt?: number;
+  /** The first time the run reached STARTED; resumes do not move it, so max runtime spans them. */
+  startedAt?: number;
+  /** The latest move into CANCELING. */
+  cancelingAt?: number;
+  endedAt?: number;
+  resumeAttempts: number;
+}
+
+export interface RunEvent {
+  runId: string;
+  /** Store-wide, strictly increasing. */
+  seq: number;
+  /** Epoch milliseconds. */
+  at: number;
+  type: RunEventType;
+  message: string;
+  data?: unknown;
+}
+
+export interface CreateRunInput {
+  runId?: string;
+  tags?: Record<string, string>;
+  at?: number;
+}
+
+export interface TransitionChange {
+  to: RunStatus;
+  /** Applies only when the current status is one of these (default: any status allowed to move to `to`). */
+  from?: RunStatus[];
+  at?: number;
+  message?: string;
+  /** Merged into the run's tags in the same atomic step. */
+  tags?: Record<string, string>;
+}
+
+export interface EngineEventInput {
+  type: 'ENGINE_EVENT';
+  message: string;
+  at?: number;
+  data?: unknown;
+}
+
+export interface ListRunsFilter {
+  statuses?: RunStatus[];
+  limit?: number;
+  /** Keyset pagination: only runs whose runId sorts after this one (runs are listed in runId order). */
+  afterRunId?: string;
+}
+
+export interface RunStore {
+  createRun(run: CreateRunInput): Promise<RunRecord>;
+  getRun(runId: string): Promise<RunRecord | undefined>;
+  listRuns(filter?: ListRunsFilter): Promise<RunRecord[]>;
+  /**
+   * Compare-and-set: applies when the current status is in `from` (default: any non-terminal status allowed
+   * to move to `to`); appends the status event in the same atomic step; resolves undefined when it did not
+   * apply. Refuses (throws) a move DESIGN.md does not allow and an unknown run id.
+   */
+  transition(runId: string, change: TransitionChange): Promise<RunRecord | undefined>;
+  appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent>;
+  getEvents(runId: string, filter?: { types?: RunEventType[] }): Promise<RunEvent[]>;
+  /** Durably adds one to `resumeAttempts` and resolves the new count. */
+  incrementResumeAttempts(runId: string): Promise<number>;
+  /** Merges tags into the run without a status change (launchers record worker identity this way). */
+  setTags(runId: string, tags: Record<string, string>): Promise<RunRecord>;
+  /** This process's writes, delivered at once. Returns the unsubscribe function. */
+  subscribe(listener: (event: RunEvent) => void): () => void;
+  /** Everyone's writes, oldest first: the tail other processes follow. */
+  readEventsAfter(seq: number, limit: number): Promise<RunEvent[]>;
+  /** Releases connections or file handles. Optional for stores that hold none. */
+  close?(): Promise<void>;
+}
+
+export type WorkerStatus = 'RUNNING' | 'NOT_FOUND' | 'FAILED' | 'SUCCESS' | 'UNKNOWN';
+export const WORKER_STATUSES: readonly WorkerStatus[] = ['RUNNING', 'NOT_FOUND', 'FAILED', 'SUCCESS', 'UNKNOWN'];
+
+export interface HealthResult {
+  status: WorkerStatus;
+  message?: string;
+  /** The check itself could not tell (API hiccup): treated like UNKNOWN. */
+  transient?: boolean;
+}
+
+export interface RunLauncher {
+  readonly supportsHealthCheck: boolean;
+  readonly supportsResume: boolean;
+  launch(run: RunRecord): Promise<void>;
+  /** Resolves whether the worker is gone. */
+  terminate(run: RunRecord): Promise<boolean>;
+  checkHealth?(run: RunRecord): Promise<HealthResult>;
+  resume?(run: RunRecord, attempt: number): Promise<void>;
+  debugInfo?(run: RunRecord): Promise<string | undefined>;
+}
+
+export const TAGS = {
+  maxRuntime: 'runwarden/max_runtime',
+  maxRuntimeAlias: 'runwarden/max_runtime_seconds',
+  failureReason: 'runwarden/failure_reason',
+} as const;
+
+export type FailureReason =
+  | 'START_TIMEOUT'
+  | 'QUEUED_TIMEOUT'
+  | 'MAX_RUNTIME_EXCEEDED'
+  | 'RUN_WORKER_CRASHED'
+  | 'LAUNCH_FAILED';
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}

@@ -1,0 +1,10 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 20_000,
+    // Integration suites share one SQLite/PostgreSQL server and real processes; keep files in parallel but bounded.
+    maxWorkers: 2,
+  },
+});
