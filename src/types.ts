@@ -15,7 +15,13 @@ export type RunStatus = (typeof RUN_STATUSES)[number];
 
 export const TERMINAL_STATUSES: readonly RunStatus[] = ['SUCCESS', 'FAILURE', 'CANCELED'];
 /** Statuses the monitor watches: every non-terminal one. */
-export const ACTIVE_STATUSES: readonly RunStatus[] = ['NOT_STARTED', 'QUEUED', 'STARTING', 'STARTED', 'CANCELING'];
+export const ACTIVE_STATUSES: readonly RunStatus[] = [
+  'NOT_STARTED',
+  'QUEUED',
+  'STARTING',
+  'STARTED',
+  'CANCELING',
+];
 
 export function isTerminal(status: RunStatus): boolean {
   return status === 'SUCCESS' || status === 'FAILURE' || status === 'CANCELED';
@@ -162,7 +168,13 @@ export interface RunStore {
 }
 
 export type WorkerStatus = 'RUNNING' | 'NOT_FOUND' | 'FAILED' | 'SUCCESS' | 'UNKNOWN';
-export const WORKER_STATUSES: readonly WorkerStatus[] = ['RUNNING', 'NOT_FOUND', 'FAILED', 'SUCCESS', 'UNKNOWN'];
+export const WORKER_STATUSES: readonly WorkerStatus[] = [
+  'RUNNING',
+  'NOT_FOUND',
+  'FAILED',
+  'SUCCESS',
+  'UNKNOWN',
+];
 
 export interface HealthResult {
   status: WorkerStatus;
@@ -186,6 +198,8 @@ export const TAGS = {
   maxRuntime: 'runwarden/max_runtime',
   maxRuntimeAlias: 'runwarden/max_runtime_seconds',
   failureReason: 'runwarden/failure_reason',
+  /** Why the monitor moved a run to CANCELING (MAX_RUNTIME_EXCEEDED), so a worker's SIGTERM handler leaves the outcome to the monitor. */
+  cancelReason: 'runwarden/cancel_reason',
 } as const;
 
 export type FailureReason =

@@ -1,0 +1,42 @@
+// Every message the monitor writes, in one place so docs/semantics.md, the machines and the tests agree.
+// The wording follows Dagster's run_monitoring.py where Dagster has the same case.
+import type { HealthResult } from '../src/types.js';
+
+export const messages = {
+  startTimeout: (seconds: number, debugInfo?: string) =>
+    `Run timed out due to taking longer than ${seconds} seconds to start.${debugInfo ? `\n${debugInfo}` : ''}`,
+  notLaunchedTimeout: (seconds: number) =>
+    `Run timed out due to taking longer than ${seconds} seconds to start: it was never launched.`,
+  queuedTimeout: (seconds: number) =>
+    `Run timed out due to spending longer than ${seconds} seconds in the queue.`,
+  cancelTimeout: (seconds: number) => `Run timed out due to taking longer than ${seconds} seconds to cancel.`,
+  maxRuntimeCanceling: (seconds: number) =>
+    `Canceling due to exceeding maximum runtime of ${seconds} seconds.`,
+  maxRuntimeExceeded: (seconds: number) => `Exceeded maximum runtime of ${seconds} seconds.`,
+  terminateException: 'Exception while attempting to terminate run. Run will still be marked as failed.',
+  forcedFailure:
+    'This run is being forcibly marked as failed. The computational resources created by the run may not have been fully cleaned up.',
+  workerStatus: (result: HealthResult) =>
+    `Detected run worker status ${result.status}: '${result.message ?? ''}'.`,
+  resuming: (result: HealthResult, runId: string) =>
+    `${messages.workerStatus(result)} Resuming run ${runId} with a new worker.`,
+  launchingResumeWorker: 'Launching a new run worker to resume run',
+  resumeFailed: (attempt: number, error: string) =>
+    `Failed to launch a new run worker for resume attempt ${attempt}: ${error}`,
+  crashedNoAttemptsLeft: (result: HealthResult, runId: string, maxAttempts: number) =>
+    `${messages.workerStatus(result)} Marking run ${runId} as failed, because it has surpassed the configured maximum attempts to resume the run: ${maxAttempts}.`,
+  crashed: (result: HealthResult, runId: string) =>
+    `${messages.workerStatus(result)} Marking run ${runId} as failed.`,
+  terminateAfterStartTimeoutFailed: (error: string) =>
+    `Could not terminate the run worker after the start timeout: ${error}. The computational resources created by the run may not have been fully cleaned up.`,
+  invalidMaxRuntimeTag: (tag: string, value: string, fallbackSeconds: number) =>
+    `Ignoring tag ${tag}=${JSON.stringify(value)}: expected a finite number of seconds >= 0. Using the configured maximum runtime (${fallbackSeconds === 0 ? 'none' : `${fallbackSeconds} seconds`}).`,
+  launcherCallTimedOut: (call: string, seconds: number) =>
+    `Launcher ${call} did not answer within ${seconds} seconds.`,
+};
+
+/** A thrown value as one line of text, for engine events. */
+export function errorText(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}

@@ -1,0 +1,700 @@
+// One actor per run. Each top-level state mirrors a stored RunStatus and carries that status's timeout as
+// a delayed transition; every side effect is an invoked actor named in setup() and provided by the host.
+// While an effect is in flight the actor sits in a state named after it, so a timer or an event arriving
+// meanwhile cannot start a second effect: updates are recorded and acted on once the effect has finished.
+import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import type { FailureReason, HealthResult, RunRecord, RunStatus } from '../src/types.js';
+import { TAGS } from '../src/types.js';
+import { errorText, messages } from './messages.js';
+
+/** Monitoring settings a run actor obeys; shared by every run of a monitor except the per-run fields. */
+export interface RunSettings {
+  /** 0 switches the check off (for every *Seconds field). */
+  startTimeoutSeconds: number;
+  cancelTimeoutSeconds: number;
+  queuedTimeoutSeconds: number;
+  maxResumeRunAttempts: number;
+  unknownHealthTolerance: number;
+  terminateOnStartTimeout: boolean;
+  launcherTimeoutSeconds: number;
+  storeRetrySeconds: number;
+}
+
+export interface RunInput {
+  run: RunRecord;
+  settings: RunSettings;
+  /** Resolved from the run's tags or the configured default; 0 = no limit. */
+  maxRuntimeSeconds: number;
+  /** A max-runtime tag that could not be used, reported once as an engine event. */
+  invalidMaxRuntimeTag?: { tag: string; value: string } | undefined;
+}
+
+export interface PendingFailure {
+  reason: FailureReason;
+  message: string;
+  from: RunStatus[];
+  /** Terminate the worker once FAILURE is stored (start timeout). */
+  terminateWorker: boolean;
+}
+
+export interface RunContext extends RunInput {
+  unknownStreak: number;
+  health?: HealthResult;
+  failure?: PendingFailure;
+  resumeAttempt?: number;
+  lastError?: string;
+}
+
+export type RunMachineEvent =
+  | { type: 'run.updated'; run: RunRecord }
+  | { type: 'health.checked'; run?: RunRecord; result: HealthResult };
+
+export interface WriteStatusInput {
+  runId: string;
+  to: RunStatus;
+  from: RunStatus[];
+  message: string;
+  tags?: Record<string, string>;
+}
+/** `run` is the stored record after the write, or the current one when the compare-and-set did not apply. */
+export interface WriteStatusOutput {
+  applied: boolean;
+  run: RunRecord | undefined;
+}
+export interface EngineEventInput {
+  runId: string;
+  message: string;
+  data?: unknown;
+}
+export interface LauncherCallInput {
+  runId: string;
+}
+
+const SECOND = 1000;
+
+// Absolute deadlines from stored timestamps: a restarted monitor arms exactly the same ones.
+export const deadlines = {
+  notStarted: (c: RunContext) => c.run.createdAt + c.settings.startTimeoutSeconds * SECOND,
+  queued: (c: RunContext) => (c.run.queuedAt ?? c.run.createdAt) + c.settings.queuedTimeoutSeconds * SECOND,
+  starting: (c: RunContext) =>
+    (c.run.launchedAt ?? c.run.updatedAt) + c.settings.startTimeoutSeconds * SECOND,
+  started: (c: RunContext) => (c.run.startedAt ?? c.run.updatedAt) + c.maxRuntimeSeconds * SECOND,
+  canceling: (c: RunContext) =>
+    (c.run.cancelingAt ?? c.run.updatedAt) + c.settings.cancelTimeoutSeconds * SECOND,
+};
+
+type DelayArgs = { context: RunContext };
+
+/** Named delays measured against `now`; the host passes its clock's now (default: real time). */
+export function runDelays(now: () => number) {
+  const until = (deadline: number) => Math.max(0, deadline - now());
+  return {
+    notLaunchedTimeout: ({ context }: DelayArgs) => until(deadlines.notStarted(context)),
+    queuedTimeout: ({ context }: DelayArgs) => until(deadlines.queued(context)),
+    startTimeout: ({ context }: DelayArgs) => until(deadlines.starting(context)),
+    maxRuntime: ({ context }: DelayArgs) => until(deadlines.started(context)),
+    cancelTimeout: ({ context }: DelayArgs) => until(deadlines.canceling(context)),
+    launcherTimeout: ({ context }: DelayArgs) => context.settings.launcherTimeoutSeconds * SECOND,
+    storeRetry: ({ context }: DelayArgs) => context.settings.storeRetrySeconds * SECOND,
+  };
+}
+
+// Statuses only move forward (DESIGN.md's allowed moves), so a record with an earlier status is stale.
+const STATUS_RANK: Record<RunStatus, number> = {
+  NOT_STARTED: 0,
+  QUEUED: 1,
+  STARTING: 2,
+  STARTED: 3,
+  CANCELING: 4,
+  SUCCESS: 5,
+  FAILURE: 5,
+  CANCELED: 5,
+};
+
+/** The newer of two records of the same run. */
+export function newerRun(current: RunRecord, incoming: RunRecord | undefined): RunRecord {
+  if (!incoming) return current;
+  const rankDelta = STATUS_RANK[incoming.status] - STATUS_RANK[current.status];
+  if (rankDelta !== 0) return rankDelta > 0 ? incoming : current;
+  return incoming.updatedAt >= current.updatedAt ? incoming : current;
+}
+
+const isUnsure = (r: HealthResult) => r.transient === true || r.status === 'UNKNOWN';
+
+function failure(
+  reason: FailureReason,
+  message: string,
+  from: RunStatus,
+  terminateWorker = false,
+): { failure: PendingFailure } {
+  return { failure: { reason, message, from: [from], terminateWorker } };
+}
+
+function crashFailure(context: RunContext): { failure: PendingFailure } {
+  const health = context.health ?? { status: 'UNKNOWN' };
+  const max = context.settings.maxResumeRunAttempts;
+  const message =
+    max > 0
+      ? messages.crashedNoAttemptsLeft(health, context.run.runId, max)
+      : messages.crashed(health, context.run.runId);
+  return failure('RUN_WORKER_CRASHED', message, 'STARTED');
+}
+
+// The host provides every effect with runMachine.provide({ actors }); these only say so when it did not.
+function hostProvided<TOutput, TInput>(name: string) {
+  return fromPromise<TOutput, TInput>(async () => {
+    throw new Error(`runMachine: the host must provide the '${name}' actor`);
+  });
+}
+
+export const runMachine = setup({
+  types: {
+    context: {} as RunContext,
+    events: {} as RunMachineEvent,
+    input: {} as RunInput,
+  },
+  actors: {
+    writeStatus: hostProvided<WriteStatusOutput, WriteStatusInput>('writeStatus'),
+    appendEngineEvent: hostProvided<void, EngineEventInput>('appendEngineEvent'),
+    readRun: hostProvided<RunRecord | undefined, LauncherCallInput>('readRun'),
+    recordResumeAttempt: hostProvided<number, LauncherCallInput>('recordResumeAttempt'),
+    terminateWorker: hostProvided<boolean, LauncherCallInput>('terminateWorker'),
+    resumeWorker: hostProvided<void, LauncherCallInput & { attempt: number }>('resumeWorker'),
+    fetchDebugInfo: hostProvided<string | undefined, LauncherCallInput>('fetchDebugInfo'),
+  },
+  delays: runDelays(Date.now),
+  actions: {
+    recordRun: assign({
+      run: ({ context, event }) =>
+        event.type === 'run.updated' ? newerRun(context.run, event.run) : context.run,
+    }),
+    resetUnknownStreak: assign({ unknownStreak: 0 }),
+    countUnknown: assign({ unknownStreak: ({ context }) => context.unknownStreak + 1 }),
+    recordHealth: assign({
+      health: ({ event }) => (event.type === 'health.checked' ? event.result : undefined),
+      unknownStreak: 0,
+    }),
+    // Host-provided fire-and-forget: log the failed effect (the machine retries after storeRetry).
+    reportEffectError: () => {},
+    // Host-provided: append the engine event that names the unusable tag.
+    reportInvalidMaxRuntimeTag: () => {},
+  },
+  guards: {
+    hasStatus: ({ context }, params: { status: RunStatus | 'TERMINAL' }) =>
+      params.status === 'TERMINAL'
+        ? STATUS_RANK[context.run.status] === STATUS_RANK.SUCCESS
+        : context.run.status === params.status,
+    statusMoved: ({ context, event }) =>
+      event.type === 'run.updated' && newerRun(context.run, event.run).status !== context.run.status,
+    hasInvalidMaxRuntimeTag: ({ context }) => context.invalidMaxRuntimeTag !== undefined,
+    notLaunchedTimeoutOn: ({ context }) => context.settings.startTimeoutSeconds > 0,
+    queuedTimeoutOn: ({ context }) => context.settings.queuedTimeoutSeconds > 0,
+    startTimeoutOn: ({ context }) => context.settings.startTimeoutSeconds > 0,
+    maxRuntimeOn: ({ context }) => context.maxRuntimeSeconds > 0,
+    cancelTimeoutOn: ({ context }) => context.settings.cancelTimeoutSeconds > 0,
+    workerHealthy: ({ event }) =>
+      event.type === 'health.checked' &&
+      !isUnsure(event.result) &&
+      (event.result.status === 'RUNNING' || event.result.status === 'SUCCESS'),
+    workerGone: ({ event }) =>
+      event.type === 'health.checked' &&
+      !isUnsure(event.result) &&
+      (event.result.status === 'FAILED' || event.result.status === 'NOT_FOUND'),
+    unknownBeyondTolerance: ({ context, event }) =>
+      event.type === 'health.checked' &&
+      isUnsure(event.result) &&
+      context.unknownStreak + 1 > context.settings.unknownHealthTolerance,
+    writeApplied: (_, params: { output: WriteStatusOutput }) => params.output.applied,
+    terminateAfterFailure: ({ context }) => context.failure?.terminateWorker === true,
+    runLeftStarted: ({ context }) => context.run.status !== 'STARTED',
+    attemptsLeft: ({ context }) =>
+      context.settings.maxResumeRunAttempts > 0 &&
+      context.run.resumeAttempts < context.settings.maxResumeRunAttempts,
+    isTrue: (_, params: { value: boolean }) => params.value,
+  },
+}).createMachine({
+  id: 'run',
+  context: ({ input }) => ({ ...input, unknownStreak: 0 }),
+  entry: enqueueActions(({ check, enqueue }) => {
+    if (check('hasInvalidMaxRuntimeTag')) enqueue('reportInvalidMaxRuntimeTag');
+  }),
+  initial: 'routing',
+  // Effect states inherit this: record what the store says, act on it when the effect is over.
+  on: { 'run.updated': { actions: 'recordRun' } },
+  states: {
+    routing: {
+      always: [
+        { guard: { type: 'hasStatus', params: { status: 'TERMINAL' } }, target: 'done' },
+        { guard: { type: 'hasStatus', params: { status: 'NOT_STARTED' } }, target: 'notStarted' },
+        { guard: { type: 'hasStatus', params: { status: 'QUEUED' } }, target: 'queued' },
+        { guard: { type: 'hasStatus', params: { status: 'STARTING' } }, target: 'starting' },
+        { guard: { type: 'hasStatus', params: { status: 'STARTED' } }, target: 'started' },
+        { target: 'canceling' },
+      ],
+    },
+
+    // NOT_STARTED: created but never launched; fails once createdAt + startTimeout has passed.
+    notStarted: {
+      initial: 'choosing',
+      on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
+      states: {
+        choosing: { always: [{ guard: 'notLaunchedTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
+        untimed: {},
+        timed: {
+          after: {
+            notLaunchedTimeout: {
+              target: '#run.failing',
+              actions: assign(({ context }) =>
+                failure(
+                  'START_TIMEOUT',
+                  messages.notLaunchedTimeout(context.settings.startTimeoutSeconds),
+                  'NOT_STARTED',
+                ),
+              ),
+            },
+          },
+        },
+      },
+    },
+
+    // QUEUED: off by default; fails once queuedAt + queuedTimeout has passed.
+    queued: {
+      initial: 'choosing',
+      on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
+      states: {
+        choosing: { always: [{ guard: 'queuedTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
+        untimed: {},
+        timed: {
+          after: {
+            queuedTimeout: {
+              target: '#run.failing',
+              actions: assign(({ context }) =>
+                failure(
+                  'QUEUED_TIMEOUT',
+                  messages.queuedTimeout(context.settings.queuedTimeoutSeconds),
+                  'QUEUED',
+                ),
+              ),
+            },
+          },
+        },
+      },
+    },
+
+    // STARTING: launched, the worker has not reported STARTED. At launchedAt + startTimeout: collect the
+    // launcher's debug info, store FAILURE, then terminate the worker (FAILURE first, so a worker that
+    // reports STARTED in the meantime wins and is not killed).
+    starting: {
+      initial: 'choosing',
+      on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
+      states: {
+        choosing: { always: [{ guard: 'startTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
+        untimed: {},
+        timed: { after: { startTimeout: 'collectingDebugInfo' } },
+        collectingDebugInfo: {
+          on: { 'run.updated': { actions: 'recordRun' } },
+          invoke: {
+            src: 'fetchDebugInfo',
+            input: ({ context }) => ({ runId: context.run.runId }),
+            onDone: {
+              target: '#run.failing',
+              actions: assign(({ context, event }) =>
+                failure(
+                  'START_TIMEOUT',
+                  messages.startTimeout(context.settings.startTimeoutSeconds, event.output),
+                  'STARTING',
+                  context.settings.terminateOnStartTimeout,
+                ),
+              ),
+            },
+            onError: {
+              target: '#run.failing',
+              actions: assign(({ context }) =>
+                failure(
+                  'START_TIMEOUT',
+                  messages.startTimeout(context.settings.startTimeoutSeconds),
+                  'STARTING',
+                  context.settings.terminateOnStartTimeout,
+                ),
+              ),
+            },
+          },
+          after: {
+            launcherTimeout: {
+              target: '#run.failing',
+              actions: assign(({ context }) =>
+                failure(
+                  'START_TIMEOUT',
+                  messages.startTimeout(context.settings.startTimeoutSeconds),
+                  'STARTING',
+                  context.settings.terminateOnStartTimeout,
+                ),
+              ),
+            },
+          },
+        },
+      },
+    },
+
+    // STARTED: the worker runs. Max runtime counts from the first startedAt; health results from the
+    // supervisor's poll detect crashed workers, which are resumed while attempts are left.
+    started: {
+      initial: 'watching',
+      states: {
+        watching: {
+          initial: 'choosing',
+          on: {
+            'run.updated': { guard: 'statusMoved', target: '#run.routing', actions: 'recordRun' },
+            'health.checked': [
+              { guard: 'workerHealthy', actions: 'resetUnknownStreak' },
+              { guard: 'workerGone', target: 'confirmingCrash', actions: 'recordHealth' },
+              { guard: 'unknownBeyondTolerance', target: 'confirmingCrash', actions: 'recordHealth' },
+              { actions: 'countUnknown' },
+            ],
+          },
+          states: {
+            choosing: { always: [{ guard: 'maxRuntimeOn', target: 'limited' }, { target: 'unlimited' }] },
+            unlimited: {},
+            limited: { after: { maxRuntime: '#run.exceedingMaxRuntime' } },
+          },
+        },
+
+        // Race guard (as Dagster): re-read the run; if its status changed since the check, do nothing.
+        confirmingCrash: {
+          invoke: {
+            src: 'readRun',
+            input: ({ context }) => ({ runId: context.run.runId }),
+            onDone: {
+              target: 'decidingCrash',
+              actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output) }),
+            },
+            onError: { target: '#run.recovering', actions: 'reportEffectError' },
+          },
+        },
+        decidingCrash: {
+          always: [
+            { guard: 'runLeftStarted', target: '#run.routing' },
+            { guard: 'attemptsLeft', target: 'resuming' },
+            { target: '#run.failing', actions: assign(({ context }) => crashFailure(context)) },
+          ],
+        },
+
+        // Resume: announce, count the attempt durably (before the launch, so a monitor that dies here
+        // never launches two workers for one attempt), announce the launch, then launch.
+        resuming: {
+          initial: 'announcing',
+          states: {
+            announcing: {
+              invoke: {
+                src: 'appendEngineEvent',
+                input: ({ context }) => ({
+                  runId: context.run.runId,
+                  message: messages.resuming(context.health ?? { status: 'UNKNOWN' }, context.run.runId),
+                }),
+                onDone: 'countingAttempt',
+                onError: { target: '#run.recovering', actions: 'reportEffectError' },
+              },
+            },
+            countingAttempt: {
+              invoke: {
+                src: 'recordResumeAttempt',
+                input: ({ context }) => ({ runId: context.run.runId }),
+                onDone: {
+                  target: 'announcingLaunch',
+                  actions: assign({
+                    resumeAttempt: ({ event }) => event.output,
+                    run: ({ context, event }) => ({ ...context.run, resumeAttempts: event.output }),
+                  }),
+                },
+                onError: { target: '#run.recovering', actions: 'reportEffectError' },
+              },
+            },
+            announcingLaunch: {
+              invoke: {
+                src: 'appendEngineEvent',
+                input: ({ context }) => ({
+                  runId: context.run.runId,
+                  message: messages.launchingResumeWorker,
+                  data: { attempt: context.resumeAttempt },
+                }),
+                onDone: 'launchingWorker',
+                onError: { target: '#run.recovering', actions: 'reportEffectError' },
+              },
+            },
+            launchingWorker: {
+              invoke: {
+                src: 'resumeWorker',
+                input: ({ context }) => ({ runId: context.run.runId, attempt: context.resumeAttempt ?? 1 }),
+                onDone: [
+                  // Canceled or finished while the new worker was starting: make sure it does not linger.
+                  { guard: 'runLeftStarted', target: 'stoppingResumedWorker' },
+                  { target: '#run.started', actions: 'resetUnknownStreak' },
+                ],
+                onError: {
+                  target: 'reportingResumeFailure',
+                  actions: assign({ lastError: ({ event }) => errorText(event.error) }),
+                },
+              },
+              after: {
+                launcherTimeout: {
+                  target: 'reportingResumeFailure',
+                  actions: assign({
+                    lastError: ({ context }) =>
+                      messages.launcherCallTimedOut('resume', context.settings.launcherTimeoutSeconds),
+                  }),
+                },
+              },
+            },
+            // A resume that throws or hangs counts as a used attempt; the crash is handled again.
+            reportingResumeFailure: {
+              invoke: {
+                src: 'appendEngineEvent',
+                input: ({ context }) => ({
+                  runId: context.run.runId,
+                  message: messages.resumeFailed(
+                    context.resumeAttempt ?? 0,
+                    context.lastError ?? 'unknown error',
+                  ),
+                  data: { attempt: context.resumeAttempt },
+                }),
+                onDone: '#run.started.confirmingCrash',
+                onError: { target: '#run.recovering', actions: 'reportEffectError' },
+              },
+            },
+            stoppingResumedWorker: {
+              invoke: {
+                src: 'terminateWorker',
+                input: ({ context }) => ({ runId: context.run.runId }),
+                onDone: '#run.routing',
+                onError: { target: '#run.routing', actions: 'reportEffectError' },
+              },
+              after: { launcherTimeout: '#run.routing' },
+            },
+          },
+        },
+      },
+    },
+
+    // Max runtime: CANCELING, terminate, then FAILURE. A terminate that fails or throws still ends the
+    // run failed, with a message saying the resources may not have been cleaned up.
+    exceedingMaxRuntime: {
+      initial: 'canceling',
+      states: {
+        canceling: {
+          invoke: {
+            src: 'writeStatus',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              to: 'CANCELING' as const,
+              from: ['STARTED' as const],
+              message: messages.maxRuntimeCanceling(context.maxRuntimeSeconds),
+              tags: { [TAGS.cancelReason]: 'MAX_RUNTIME_EXCEEDED' },
+            }),
+            onDone: [
+              {
+                guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
+                target: 'terminating',
+                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+              },
+              {
+                target: '#run.routing',
+                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+              },
+            ],
+            onError: { target: '#run.recovering', actions: 'reportEffectError' },
+          },
+        },
+        terminating: {
+          invoke: {
+            src: 'terminateWorker',
+            input: ({ context }) => ({ runId: context.run.runId }),
+            onDone: [
+              {
+                guard: { type: 'isTrue', params: ({ event }) => ({ value: event.output }) },
+                target: '#run.failing',
+                actions: assign(({ context }) =>
+                  failure(
+                    'MAX_RUNTIME_EXCEEDED',
+                    messages.maxRuntimeExceeded(context.maxRuntimeSeconds),
+                    'CANCELING',
+                  ),
+                ),
+              },
+              {
+                target: '#run.failing',
+                actions: assign(() => failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING')),
+              },
+            ],
+            onError: {
+              target: 'reportingTerminateException',
+              actions: assign({ lastError: ({ event }) => errorText(event.error) }),
+            },
+          },
+          after: {
+            launcherTimeout: {
+              target: 'reportingTerminateException',
+              actions: assign({
+                lastError: ({ context }) =>
+                  messages.launcherCallTimedOut('terminate', context.settings.launcherTimeoutSeconds),
+              }),
+            },
+          },
+        },
+        reportingTerminateException: {
+          invoke: {
+            src: 'appendEngineEvent',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              message: messages.terminateException,
+              data: { error: context.lastError },
+            }),
+            onDone: {
+              target: '#run.failing',
+              actions: assign(() => failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING')),
+            },
+            onError: {
+              target: '#run.failing',
+              actions: [
+                'reportEffectError',
+                assign(() => failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING')),
+              ],
+            },
+          },
+        },
+      },
+    },
+
+    // CANCELING: the worker was asked to stop. At cancelingAt + cancelTimeout the run is marked CANCELED.
+    canceling: {
+      initial: 'choosing',
+      on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
+      states: {
+        choosing: { always: [{ guard: 'cancelTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
+        untimed: {},
+        timed: { after: { cancelTimeout: 'markingCanceled' } },
+        markingCanceled: {
+          on: { 'run.updated': { actions: 'recordRun' } },
+          invoke: {
+            src: 'writeStatus',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              to: 'CANCELED' as const,
+              from: ['CANCELING' as const],
+              message: messages.cancelTimeout(context.settings.cancelTimeoutSeconds),
+            }),
+            onDone: [
+              {
+                guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
+                target: '#run.done',
+              },
+              {
+                target: '#run.routing',
+                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+              },
+            ],
+            onError: { target: '#run.recovering', actions: 'reportEffectError' },
+          },
+        },
+      },
+    },
+
+    // Stores FAILURE with the reason tag, compare-and-set against the status the decision was made in:
+    // a worker's own terminal report that landed first wins, and the actor follows the stored status.
+    failing: {
+      invoke: {
+        src: 'writeStatus',
+        input: ({ context }) => ({
+          runId: context.run.runId,
+          to: 'FAILURE' as const,
+          from: context.failure?.from ?? [],
+          message: context.failure?.message ?? '',
+          tags: { [TAGS.failureReason]: context.failure?.reason ?? 'UNKNOWN' },
+        }),
+        onDone: [
+          {
+            guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
+            target: 'terminatingAfterFailure',
+          },
+          {
+            target: 'routing',
+            actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+          },
+        ],
+        onError: { target: 'recovering', actions: 'reportEffectError' },
+      },
+    },
+
+    terminatingAfterFailure: {
+      initial: 'choosing',
+      states: {
+        choosing: {
+          always: [{ guard: 'terminateAfterFailure', target: 'terminating' }, { target: '#run.done' }],
+        },
+        terminating: {
+          invoke: {
+            src: 'terminateWorker',
+            input: ({ context }) => ({ runId: context.run.runId }),
+            onDone: [
+              {
+                guard: { type: 'isTrue', params: ({ event }) => ({ value: event.output }) },
+                target: '#run.done',
+              },
+              {
+                target: 'reportingTerminateFailure',
+                actions: assign({ lastError: 'the launcher reported the worker is still there' }),
+              },
+            ],
+            onError: {
+              target: 'reportingTerminateFailure',
+              actions: assign({ lastError: ({ event }) => errorText(event.error) }),
+            },
+          },
+          after: {
+            launcherTimeout: {
+              target: 'reportingTerminateFailure',
+              actions: assign({
+                lastError: ({ context }) =>
+                  messages.launcherCallTimedOut('terminate', context.settings.launcherTimeoutSeconds),
+              }),
+            },
+          },
+        },
+        reportingTerminateFailure: {
+          invoke: {
+            src: 'appendEngineEvent',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              message: messages.terminateAfterStartTimeoutFailed(context.lastError ?? 'unknown error'),
+            }),
+            onDone: '#run.done',
+            onError: { target: '#run.done', actions: 'reportEffectError' },
+          },
+        },
+      },
+    },
+
+    // A store call failed (busy database, lost connection): wait, re-read the run, decide again.
+    // Deadlines are absolute, so nothing is lost by starting over.
+    recovering: {
+      initial: 'waiting',
+      states: {
+        waiting: { after: { storeRetry: 'refreshing' } },
+        refreshing: {
+          invoke: {
+            src: 'readRun',
+            input: ({ context }) => ({ runId: context.run.runId }),
+            onDone: {
+              target: '#run.routing',
+              actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output) }),
+            },
+            onError: { target: 'waiting', actions: 'reportEffectError' },
+          },
+        },
+      },
+    },
+
+    done: { type: 'final' },
+  },
+});
+
+export type RunMachine = typeof runMachine;
