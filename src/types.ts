@@ -163,6 +163,8 @@ export interface RunStore {
   subscribe(listener: (event: RunEvent) => void): () => void;
   /** Everyone's writes, oldest first: the tail other processes follow. */
   readEventsAfter(seq: number, limit: number): Promise<RunEvent[]>;
+  /** The highest seq written so far (0 when there are no events): where a new follower starts its tail. */
+  latestSeq(): Promise<number>;
   /** Releases connections or file handles. Optional for stores that hold none. */
   close?(): Promise<void>;
 }

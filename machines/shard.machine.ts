@@ -1,0 +1,80 @@
+// A shard owns a bounded number of run actors. XState copies a parent's `children` map on every spawn and
+// stop, so the supervisor never spawns runs itself: it fills one shard up to `shardSize`, seals it, opens
+// the next, and stops a sealed shard once its last run has finished.
+import { assign, enqueueActions, sendParent, setup, stopChild } from 'xstate';
+import { type RunInput, type RunMachineEvent, runMachine } from './run.machine.js';
+
+/** Run actors register under this system id, so anyone holding the system can route to them in O(1). */
+export const runSystemId = (runId: string) => `run:${runId}`;
+
+export interface ShardContext {
+  shardId: string;
+  running: number;
+  sealed: boolean;
+}
+
+export type ShardEvent =
+  | { type: 'run.spawn'; input: RunInput; followUp?: RunMachineEvent }
+  | { type: 'shard.seal' }
+  | { type: 'xstate.done.actor.*'; actorId: string };
+
+export type ShardParentEvent = { type: 'shard.drained'; shardId: string };
+
+export const shardMachine = setup({
+  types: {
+    context: {} as ShardContext,
+    events: {} as ShardEvent,
+    input: {} as { shardId: string },
+  },
+  actors: { run: runMachine },
+  actions: {
+    spawnRun: enqueueActions(({ event, enqueue, system }) => {
+      if (event.type !== 'run.spawn') return;
+      const runId = event.input.run.runId;
+      // Two updates for a new run can cross: the second one finds the actor the first one spawned.
+      const existing = system.get(runSystemId(runId));
+      if (existing) {
+        const update: RunMachineEvent = { type: 'run.updated', run: event.input.run };
+        enqueue.sendTo(existing, update);
+      } else {
+        enqueue.spawnChild('run', { id: runId, systemId: runSystemId(runId), input: event.input });
+        enqueue.assign({ running: ({ context }) => context.running + 1 });
+      }
+      if (event.followUp) {
+        const followUp = event.followUp;
+        enqueue(({ system: sys }) => sys.get(runSystemId(runId))?.send(followUp));
+      }
+    }),
+    stopFinishedRun: enqueueActions(({ event, enqueue }) => {
+      if (!('actorId' in event)) return;
+      enqueue(stopChild(event.actorId));
+      enqueue.assign({ running: ({ context }) => context.running - 1 });
+    }),
+    seal: assign({ sealed: true }),
+    reportDrained: sendParent(
+      ({ context }): ShardParentEvent => ({ type: 'shard.drained', shardId: context.shardId }),
+    ),
+  },
+  guards: {
+    drained: ({ context }) => context.sealed && context.running === 0,
+  },
+}).createMachine({
+  id: 'shard',
+  context: ({ input }) => ({ shardId: input.shardId, running: 0, sealed: false }),
+  initial: 'active',
+  states: {
+    active: {
+      on: {
+        'run.spawn': { actions: 'spawnRun' },
+        'xstate.done.actor.*': { actions: 'stopFinishedRun', target: 'checking' },
+        'shard.seal': { actions: 'seal', target: 'checking' },
+      },
+    },
+    checking: {
+      always: [{ guard: 'drained', target: 'drained' }, { target: 'active' }],
+    },
+    drained: { entry: 'reportDrained', type: 'final' },
+  },
+});
+
+export type ShardMachine = typeof shardMachine;

@@ -1,0 +1,129 @@
+// The supervisor: routes store updates and health results to run actors (spawning one, in a shard, for
+// every active run it has not seen), and runs the health poll as a delayed transition.
+// Unknown run ids are ignored, never thrown: one bad event must not stop the supervisor.
+import { enqueueActions, fromCallback, setup, stopChild } from 'xstate';
+import type { HealthResult, RunRecord } from '../src/types.js';
+import { isTerminal } from '../src/types.js';
+import { newerRun, type RunInput, type RunMachineEvent } from './run.machine.js';
+import { runSystemId, type ShardParentEvent, shardMachine } from './shard.machine.js';
+
+export interface SupervisorInput {
+  shardSize: number;
+  pollIntervalSeconds: number;
+  /** False when the launcher cannot check health: no poll is ever scheduled. */
+  healthChecks: boolean;
+  /** Pure: the run actor input for a record (settings + max runtime resolved from its tags). */
+  runInput: (run: RunRecord) => RunInput;
+}
+
+export interface SupervisorContext extends SupervisorInput {
+  openShardId: string | undefined;
+  openShardRuns: number;
+  shardsOpened: number;
+}
+
+export type SupervisorEvent =
+  | { type: 'runs.updated'; runs: RunRecord[] }
+  | { type: 'health.checked'; run: RunRecord; result: HealthResult }
+  | { type: 'poll.done' }
+  | ShardParentEvent;
+
+export interface PollHealthInput {
+  /** Fire-and-forget events back to the supervisor: one `health.checked` per run, then `poll.done`. */
+  readonly kind: 'pollHealth';
+}
+
+type Routed = { run: RunRecord; event?: RunMachineEvent };
+
+export const supervisorMachine = setup({
+  types: {
+    context: {} as SupervisorContext,
+    events: {} as SupervisorEvent,
+    input: {} as SupervisorInput,
+  },
+  actors: {
+    shard: shardMachine,
+    // Provided by the host: pages through STARTED runs, checks each with bounded concurrency and a
+    // per-call timeout, and sends the results back as they come.
+    pollHealth: fromCallback<{ type: 'stop' }, PollHealthInput>(({ sendBack }) => {
+      sendBack({ type: 'poll.done' });
+    }),
+  },
+  delays: {
+    pollInterval: ({ context }) => context.pollIntervalSeconds * 1000,
+  },
+  actions: {
+    route: enqueueActions(({ context, event, enqueue, system }) => {
+      const routed: Routed[] = [];
+      if (event.type === 'runs.updated') {
+        // Keep the newest record per run: a batch may hold several updates of one run.
+        const latest = new Map<string, RunRecord>();
+        for (const run of event.runs) {
+          const seen = latest.get(run.runId);
+          latest.set(run.runId, seen ? newerRun(seen, run) : run);
+        }
+        for (const run of latest.values()) routed.push({ run });
+      } else if (event.type === 'health.checked') {
+        routed.push({
+          run: event.run,
+          event: { type: 'health.checked', run: event.run, result: event.result },
+        });
+      }
+
+      let { openShardId, openShardRuns, shardsOpened } = context;
+      for (const { run, event: followUp } of routed) {
+        const actor = system.get(runSystemId(run.runId));
+        if (actor) {
+          const update: RunMachineEvent = { type: 'run.updated', run };
+          enqueue.sendTo(actor, update);
+          if (followUp) enqueue.sendTo(actor, followUp);
+          continue;
+        }
+        if (isTerminal(run.status)) continue;
+        if (openShardId === undefined || openShardRuns >= context.shardSize) {
+          if (openShardId !== undefined) enqueue.sendTo(openShardId, { type: 'shard.seal' });
+          shardsOpened += 1;
+          openShardId = `shard-${shardsOpened}`;
+          openShardRuns = 0;
+          enqueue.spawnChild('shard', { id: openShardId, input: { shardId: openShardId } });
+        }
+        openShardRuns += 1;
+        enqueue.sendTo(openShardId, { type: 'run.spawn', input: context.runInput(run), followUp });
+      }
+      if (openShardId !== context.openShardId || shardsOpened !== context.shardsOpened) {
+        enqueue.assign({ openShardId, openShardRuns, shardsOpened });
+      } else if (openShardRuns !== context.openShardRuns) {
+        enqueue.assign({ openShardRuns });
+      }
+    }),
+    stopDrainedShard: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'shard.drained') return;
+      enqueue(stopChild(event.shardId));
+      if (event.shardId === context.openShardId) enqueue.assign({ openShardId: undefined, openShardRuns: 0 });
+    }),
+  },
+  guards: {
+    healthChecksOn: ({ context }) => context.healthChecks && context.pollIntervalSeconds > 0,
+  },
+}).createMachine({
+  id: 'supervisor',
+  context: ({ input }) => ({ ...input, openShardId: undefined, openShardRuns: 0, shardsOpened: 0 }),
+  on: {
+    'runs.updated': { actions: 'route' },
+    'health.checked': { actions: 'route' },
+    'shard.drained': { actions: 'stopDrainedShard' },
+  },
+  initial: 'choosing',
+  states: {
+    choosing: { always: [{ guard: 'healthChecksOn', target: 'polling' }, { target: 'withoutHealthChecks' }] },
+    withoutHealthChecks: {},
+    // The first poll runs at once, so a restarted monitor finds workers that died while it was down.
+    polling: {
+      invoke: { src: 'pollHealth', input: { kind: 'pollHealth' as const } },
+      on: { 'poll.done': 'waitingToPoll' },
+    },
+    waitingToPoll: { after: { pollInterval: 'polling' } },
+  },
+});
+
+export type SupervisorMachine = typeof supervisorMachine;

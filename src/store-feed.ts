@@ -1,0 +1,99 @@
+// The monitor's view of store changes: this process's writes through subscribe (at once), everyone's
+// through readEventsAfter on an interval. Status events become fresh records delivered to the supervisor.
+import type { Logger } from 'pino';
+import type { EffectTracker } from './effect-tracker.js';
+import { type Clock, type RunEvent, type RunRecord, type RunStore, statusOfEvent } from './types.js';
+
+const TAIL_PAGE = 1000;
+
+export interface StoreFeedOptions {
+  store: RunStore;
+  clock: Clock;
+  tracker: EffectTracker;
+  logger: Logger;
+  deliver: (runs: RunRecord[]) => void;
+  pollIntervalMs: number;
+}
+
+export class StoreFeed {
+  private lastSeq = 0;
+  /** Seqs already seen through subscribe, skipped when the tail reaches them. */
+  private readonly seenSeqs = new Set<number>();
+  private readonly pendingRunIds = new Set<string>();
+  private flushQueued = false;
+  private stopped = false;
+  private timer: unknown;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly options: StoreFeedOptions) {}
+
+  async start(): Promise<void> {
+    const { store } = this.options;
+    this.lastSeq = await this.options.tracker.track(store.latestSeq());
+    this.unsubscribe = store.subscribe((event) => this.onOwnWrite(event));
+    this.schedulePoll();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.timer !== undefined) this.options.clock.clearTimeout(this.timer);
+  }
+
+  private onOwnWrite(event: RunEvent): void {
+    if (event.seq > this.lastSeq) this.seenSeqs.add(event.seq);
+    if (statusOfEvent(event.type)) this.enqueue(event.runId);
+  }
+
+  private enqueue(runId: string): void {
+    this.pendingRunIds.add(runId);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    // Writes made in one turn travel together as one batch.
+    queueMicrotask(() => {
+      this.flushQueued = false;
+      this.options.tracker.track(this.flush());
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const runIds = [...this.pendingRunIds];
+    this.pendingRunIds.clear();
+    if (this.stopped || runIds.length === 0) return;
+    try {
+      const runs = await Promise.all(runIds.map((runId) => this.options.store.getRun(runId)));
+      if (!this.stopped) this.options.deliver(runs.filter((run): run is RunRecord => run !== undefined));
+    } catch (err) {
+      // Put them back: the next poll retries, so an update is delayed, never lost.
+      for (const runId of runIds) this.pendingRunIds.add(runId);
+      this.options.logger.error({ err }, 'Reading updated runs failed; retrying at the next feed poll.');
+    }
+  }
+
+  private schedulePoll(): void {
+    if (this.stopped) return;
+    this.timer = this.options.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.options.tracker.track(this.poll());
+    }, this.options.pollIntervalMs);
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      for (;;) {
+        const events = await this.options.store.readEventsAfter(this.lastSeq, TAIL_PAGE);
+        for (const event of events) {
+          this.lastSeq = event.seq;
+          if (this.seenSeqs.delete(event.seq)) continue;
+          if (statusOfEvent(event.type)) this.pendingRunIds.add(event.runId);
+        }
+        if (events.length < TAIL_PAGE || this.stopped) break;
+      }
+      await this.flush();
+    } catch (err) {
+      this.options.logger.error({ err }, 'Reading the store feed failed; retrying at the next feed poll.');
+    } finally {
+      this.schedulePoll();
+    }
+  }
+}

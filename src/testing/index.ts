@@ -1,0 +1,7 @@
+export {
+  type FakeCall,
+  type FakeHealth,
+  FakeLauncher,
+  type FakeLauncherOptions,
+  type FakeTerminate,
+} from './fake-launcher.js';
