@@ -10,8 +10,6 @@ import { runSystemId, type ShardParentEvent, shardMachine } from './shard.machin
 export interface SupervisorInput {
   shardSize: number;
   pollIntervalSeconds: number;
-  /** False when the launcher cannot check health: no poll is ever scheduled. */
-  healthChecks: boolean;
   /** Pure: the run actor input for a record (settings + max runtime resolved from its tags). */
   runInput: (run: RunRecord) => RunInput;
 }
@@ -43,8 +41,8 @@ export const supervisorMachine = setup({
   },
   actors: {
     shard: shardMachine,
-    // Provided by the host: pages through STARTED runs, checks each with bounded concurrency and a
-    // per-call timeout, and sends the results back as they come.
+    // Provided by the host: sweeps every active run into `runs.updated`, then checks each STARTED run's
+    // worker with bounded concurrency and a per-call timeout, sending results back as they come.
     pollHealth: fromCallback<{ type: 'stop' }, PollHealthInput>(({ sendBack }) => {
       sendBack({ type: 'poll.done' });
     }),
@@ -102,9 +100,6 @@ export const supervisorMachine = setup({
       if (event.shardId === context.openShardId) enqueue.assign({ openShardId: undefined, openShardRuns: 0 });
     }),
   },
-  guards: {
-    healthChecksOn: ({ context }) => context.healthChecks && context.pollIntervalSeconds > 0,
-  },
 }).createMachine({
   id: 'supervisor',
   context: ({ input }) => ({ ...input, openShardId: undefined, openShardRuns: 0, shardsOpened: 0 }),
@@ -113,10 +108,8 @@ export const supervisorMachine = setup({
     'health.checked': { actions: 'route' },
     'shard.drained': { actions: 'stopDrainedShard' },
   },
-  initial: 'choosing',
+  initial: 'polling',
   states: {
-    choosing: { always: [{ guard: 'healthChecksOn', target: 'polling' }, { target: 'withoutHealthChecks' }] },
-    withoutHealthChecks: {},
     // The first poll runs at once, so a restarted monitor finds workers that died while it was down.
     polling: {
       invoke: { src: 'pollHealth', input: { kind: 'pollHealth' as const } },

@@ -32,7 +32,7 @@ import { type MonitorConfig, parseMonitorConfig, resolveMaxRuntimeSeconds } from
 import { EffectTracker } from './effect-tracker.js';
 import { LaunchError, RunNotFoundError, RunwardenError } from './errors.js';
 import { StoreFeed } from './store-feed.js';
-import type { Clock, HealthResult, RunLauncher, RunRecord, RunStore } from './types.js';
+import type { Clock, HealthResult, RunLauncher, RunRecord, RunStatus, RunStore } from './types.js';
 import { ACTIVE_STATUSES, TAGS } from './types.js';
 
 export interface RunMonitorOptions {
@@ -79,6 +79,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     storeRetrySeconds: config.storeRetrySeconds,
   };
   const launcherTimeoutMs = config.launcherTimeoutSeconds * 1000;
+  const healthChecks = launcher.supportsHealthCheck && typeof launcher.checkHealth === 'function';
   const runLogger = (runId: string) => logger.child({ runId });
 
   async function mustGetRun(runId: string): Promise<RunRecord> {
@@ -190,26 +191,32 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     }
   }
 
+  // The poll is also a sweep: every active run is delivered to the supervisor, so a run the feed never
+  // mentioned (created after start: creation appends no event) or an update it dropped is found anyway.
   const pollHealth = fromCallback<{ type: 'stop' }, PollHealthInput>(({ sendBack }) => {
     let stopped = false;
     const send = (event: SupervisorEvent) => {
       if (!stopped) sendBack(event);
     };
+    const checkPage = (page: RunRecord[]) =>
+      forEachConcurrently(page, config.healthCheckConcurrency, async (run) => {
+        if (stopped) return;
+        const result = await checkHealth(run);
+        send({ type: 'health.checked', run, result });
+      });
     const poll = async () => {
-      let afterRunId: string | undefined;
-      for (;;) {
-        const page = await store.listRuns({ statuses: ['STARTED'], limit: LIST_PAGE, afterRunId });
-        await forEachConcurrently(page, config.healthCheckConcurrency, async (run) => {
-          if (stopped) return;
-          const result = await checkHealth(run);
-          send({ type: 'health.checked', run, result });
-        });
-        const last = page.at(-1);
-        if (stopped || page.length < LIST_PAGE || !last) return;
-        afterRunId = last.runId;
+      for await (const page of pagesOf(tracker, store, SWEPT_STATUSES)) {
+        if (stopped) return;
+        send({ type: 'runs.updated', runs: page });
+      }
+      if (!healthChecks) return;
+      for await (const page of pagesOf(tracker, store, ['STARTED'])) {
+        if (stopped) return;
+        await checkPage(page);
       }
     };
-    tracker.track(
+    // Launcher calls inside may wait on the clock (their timeout), so the poll as a whole is launcher work.
+    tracker.trackLauncher(
       poll()
         .catch((err) => logger.error({ err }, 'Health poll failed; retrying at the next interval.'))
         .finally(() => send({ type: 'poll.done' })),
@@ -243,7 +250,6 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       input: {
         shardSize: config.shardSize,
         pollIntervalSeconds: config.pollIntervalSeconds,
-        healthChecks: launcher.supportsHealthCheck && typeof launcher.checkHealth === 'function',
         runInput,
       },
     });
@@ -259,16 +265,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       pollIntervalMs: config.feedPollIntervalSeconds * 1000,
     });
     await feed.start();
-    let afterRunId: string | undefined;
-    for (;;) {
-      const page = await tracker.track(
-        store.listRuns({ statuses: [...ACTIVE_STATUSES], limit: LIST_PAGE, afterRunId }),
-      );
-      deliver(page);
-      const last = page.at(-1);
-      if (page.length < LIST_PAGE || !last) break;
-      afterRunId = last.runId;
-    }
+    for await (const page of pagesOf(tracker, store, ACTIVE_STATUSES)) deliver(page);
     logger.info({ config }, 'Run monitor started.');
   }
 
@@ -376,6 +373,23 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     cancel,
     config,
   };
+}
+
+/** Active runs not covered by the health checks, which carry their own fresh record. */
+const SWEPT_STATUSES: readonly RunStatus[] = ['NOT_STARTED', 'QUEUED', 'STARTING', 'CANCELING'];
+
+/** Every run in `statuses`, a page at a time, in runId order. */
+async function* pagesOf(tracker: EffectTracker, store: RunStore, statuses: readonly RunStatus[]) {
+  let afterRunId: string | undefined;
+  for (;;) {
+    const page = await tracker.track(
+      store.listRuns({ statuses: [...statuses], limit: LIST_PAGE, afterRunId }),
+    );
+    if (page.length > 0) yield page;
+    const last = page.at(-1);
+    if (page.length < LIST_PAGE || !last) return;
+    afterRunId = last.runId;
+  }
 }
 
 /** Runs `work` over items with at most `limit` in flight, yielding to timers between items. */
