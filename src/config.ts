@@ -1,0 +1,320 @@
+// Monitor configuration: camelCase options, or Dagster's snake_case `run_monitoring` block (bare or wrapped
+// as in dagster.yaml). Every problem is reported at once, named the way the user spelled it.
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+import { TAGS } from './types.js';
+
+export interface MonitorConfig {
+  enabled: boolean;
+  startTimeoutSeconds: number;
+  cancelTimeoutSeconds: number;
+  /** 0 = no limit. Per-run tags override it (resolveMaxRuntimeSeconds). */
+  maxRuntimeSeconds: number;
+  maxResumeRunAttempts: number;
+  pollIntervalSeconds: number;
+  terminateOnStartTimeout: boolean;
+  /** Consecutive UNKNOWN/transient health results tolerated; the next one acts like FAILED. */
+  unknownHealthTolerance: number;
+  queuedTimeoutSeconds: number;
+  /** Per-call limit on any launcher call; a call that hangs past it counts as failed (health: UNKNOWN). 0 = none. */
+  launcherTimeoutSeconds: number;
+  /** Health checks in flight at once. */
+  healthCheckConcurrency: number;
+  /** How often the monitor reads other processes' writes (RunStore.readEventsAfter). */
+  feedPollIntervalSeconds: number;
+  /** Wait before retrying a store write that failed (e.g. a busy database). */
+  storeRetrySeconds: number;
+  /** Run actors per shard actor: bounds every parent's children (DESIGN.md "Known traps"). */
+  shardSize: number;
+}
+
+export const DEFAULT_CONFIG: Readonly<MonitorConfig> = Object.freeze({
+  enabled: true,
+  startTimeoutSeconds: 180,
+  cancelTimeoutSeconds: 180,
+  maxRuntimeSeconds: 0,
+  maxResumeRunAttempts: 3,
+  pollIntervalSeconds: 120,
+  terminateOnStartTimeout: true,
+  unknownHealthTolerance: 3,
+  queuedTimeoutSeconds: 0,
+  launcherTimeoutSeconds: 60,
+  healthCheckConcurrency: 16,
+  feedPollIntervalSeconds: 1,
+  storeRetrySeconds: 5,
+  shardSize: 128,
+});
+
+/**
+ * The longest delay Node's setTimeout honours (2^31 - 1 ms); a longer one fires at once. Repeating intervals
+ * are capped here so a typo cannot turn polling into a busy loop.
+ */
+const MAX_INTERVAL_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+interface Kind {
+  schema: z.ZodType;
+  expected: string;
+}
+
+const boolean: Kind = { schema: z.boolean(), expected: 'true or false' };
+const timeout: Kind = {
+  schema: z.number().min(0),
+  expected: 'a finite number of seconds >= 0 (0 switches this check off)',
+};
+const interval: Kind = {
+  schema: z.number().gt(0).max(MAX_INTERVAL_SECONDS),
+  expected: `a finite number of seconds > 0 and <= ${MAX_INTERVAL_SECONDS}`,
+};
+const wholeFromZero: Kind = { schema: z.number().int().min(0), expected: 'a whole number >= 0' };
+const wholeFromOne: Kind = { schema: z.number().int().min(1), expected: 'a whole number >= 1' };
+
+const FIELDS: Readonly<Record<keyof MonitorConfig, { snake: string; kind: Kind }>> = {
+  enabled: { snake: 'enabled', kind: boolean },
+  startTimeoutSeconds: { snake: 'start_timeout_seconds', kind: timeout },
+  cancelTimeoutSeconds: { snake: 'cancel_timeout_seconds', kind: timeout },
+  maxRuntimeSeconds: { snake: 'max_runtime_seconds', kind: timeout },
+  maxResumeRunAttempts: { snake: 'max_resume_run_attempts', kind: wholeFromZero },
+  pollIntervalSeconds: { snake: 'poll_interval_seconds', kind: interval },
+  terminateOnStartTimeout: { snake: 'terminate_on_start_timeout', kind: boolean },
+  unknownHealthTolerance: { snake: 'unknown_health_tolerance', kind: wholeFromZero },
+  queuedTimeoutSeconds: { snake: 'queued_timeout_seconds', kind: timeout },
+  launcherTimeoutSeconds: {
+    snake: 'launcher_timeout_seconds',
+    kind: {
+      ...timeout,
+      schema: z.number().min(0).max(MAX_INTERVAL_SECONDS),
+      expected: `${timeout.expected} and <= ${MAX_INTERVAL_SECONDS}`,
+    },
+  },
+  healthCheckConcurrency: { snake: 'health_check_concurrency', kind: wholeFromOne },
+  feedPollIntervalSeconds: { snake: 'feed_poll_interval_seconds', kind: interval },
+  storeRetrySeconds: { snake: 'store_retry_seconds', kind: interval },
+  shardSize: { snake: 'shard_size', kind: wholeFromOne },
+};
+
+/** The snake_case spelling of every option, as in Dagster's `run_monitoring` block. */
+export const SNAKE_CASE_KEYS: Readonly<Record<keyof MonitorConfig, string>> = Object.freeze(
+  Object.fromEntries(Object.entries(FIELDS).map(([name, f]) => [name, f.snake])) as Record<
+    keyof MonitorConfig,
+    string
+  >,
+);
+
+/** Dagster keys we accept so a dagster.yaml block parses unchanged, but that mean nothing here. */
+const IGNORED_KEYS = new Set(['free_slots_after_run_end_seconds']);
+
+const WRAPPER_KEY = 'run_monitoring';
+
+const NAMES = Object.keys(FIELDS) as (keyof MonitorConfig)[];
+const BY_SPELLING = new Map<string, keyof MonitorConfig>(
+  NAMES.flatMap((n) => [[n, n] as const, [FIELDS[n].snake, n] as const]),
+);
+
+type Issue = { path: string; message: string };
+
+/**
+ * Parses and validates monitor configuration. `input` may be undefined (all defaults), camelCase options
+ * (`Partial<MonitorConfig>`), Dagster's snake_case `run_monitoring` block, or `{ run_monitoring: block }`.
+ * Throws ConfigError listing every problem.
+ */
+export function parseMonitorConfig(
+  input: unknown,
+  context: { supportsResume?: boolean } = {},
+): MonitorConfig {
+  const issues: Issue[] = [];
+  let block: unknown = input;
+  let prefix = '';
+
+  if (input === undefined) block = {};
+  else if (!isPlainObject(input)) {
+    throw fail([
+      {
+        path: '',
+        message: `expected an object (options, or a run_monitoring block), got ${describe(input)}`,
+      },
+    ]);
+  } else if (Object.hasOwn(input, WRAPPER_KEY)) {
+    prefix = `${WRAPPER_KEY}.`;
+    block = input[WRAPPER_KEY];
+    // A bare `run_monitoring:` line in YAML parses to null: treat it as an empty block.
+    if (block === null || block === undefined) block = {};
+    for (const key of Object.keys(input)) {
+      if (key !== WRAPPER_KEY) {
+        issues.push({
+          path: key,
+          message: `unexpected next to ${WRAPPER_KEY}: pass the ${WRAPPER_KEY} block alone, or only its contents`,
+        });
+      }
+    }
+    if (!isPlainObject(block)) {
+      throw fail([
+        ...issues,
+        {
+          path: WRAPPER_KEY,
+          message: `expected an object of run monitoring options, got ${describe(block)}`,
+        },
+      ]);
+    }
+  }
+
+  const values: Partial<Record<keyof MonitorConfig, unknown>> = {};
+  const spelled = new Map<keyof MonitorConfig, string>();
+  for (const [key, value] of Object.entries(block as Record<string, unknown>)) {
+    // `{ maxRuntimeSeconds: undefined }` is how TypeScript callers say "not set".
+    if (value === undefined || IGNORED_KEYS.has(key)) continue;
+    const name = BY_SPELLING.get(key);
+    if (!name) {
+      issues.push({ path: prefix + key, message: unknownKeyMessage(key, prefix !== '') });
+      continue;
+    }
+    const other = spelled.get(name);
+    if (other !== undefined) {
+      issues.push({
+        path: prefix + key,
+        message: `given twice, as ${prefix}${other} and ${prefix}${key}: use one spelling`,
+      });
+      continue;
+    }
+    spelled.set(name, key);
+    const { kind } = FIELDS[name];
+    const parsed = kind.schema.safeParse(value);
+    if (parsed.success) values[name] = parsed.data;
+    else issues.push({ path: prefix + key, message: `expected ${kind.expected}, got ${describe(value)}` });
+  }
+
+  const resumeDefault = context.supportsResume === false ? 0 : DEFAULT_CONFIG.maxResumeRunAttempts;
+  const attempts = values.maxResumeRunAttempts;
+  if (context.supportsResume === false && typeof attempts === 'number' && attempts > 0) {
+    issues.push({
+      path: prefix + spelled.get('maxResumeRunAttempts')!,
+      message: `the launcher cannot resume runs (supportsResume is false), so this must be 0; got ${attempts}`,
+    });
+  }
+
+  if (issues.length > 0) throw fail(issues);
+  return {
+    ...DEFAULT_CONFIG,
+    maxResumeRunAttempts: resumeDefault,
+    ...(values as Partial<MonitorConfig>),
+  };
+}
+
+/**
+ * The max runtime for one run: tag `runwarden/max_runtime` (else its alias `runwarden/max_runtime_seconds`)
+ * overrides the configured default, and `0` turns the limit off. A tag value that is not a finite number >= 0
+ * is returned in `invalid` (for the caller to report on the run); the next valid source applies — the alias
+ * when the primary tag is the invalid one, else the configured default.
+ */
+export function resolveMaxRuntimeSeconds(
+  tags: Record<string, string>,
+  config: MonitorConfig,
+): { seconds: number; invalid?: { tag: string; value: string } } {
+  let invalid: { tag: string; value: string } | undefined;
+  for (const tag of [TAGS.maxRuntime, TAGS.maxRuntimeAlias]) {
+    if (!Object.hasOwn(tags, tag)) continue;
+    const value = tags[tag]!;
+    const seconds = parseSeconds(value);
+    if (seconds !== undefined) return invalid ? { seconds, invalid } : { seconds };
+    // Report the first bad tag: that is the one the user most likely meant to take effect.
+    invalid ??= { tag, value: String(value) };
+  }
+  return invalid ? { seconds: config.maxRuntimeSeconds, invalid } : { seconds: config.maxRuntimeSeconds };
+}
+
+/** Plain decimal seconds ("10", "2.5", "1e3"); rejects "", "-1", "0x10", "Infinity" that Number() would take. */
+function parseSeconds(value: unknown): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const text = value.trim();
+  if (!/^\+?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text)) return undefined;
+  const seconds = Number(text);
+  return Number.isFinite(seconds) ? seconds : undefined;
+}
+
+function fail(issues: Issue[]): ConfigError {
+  const lines = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message));
+  const message =
+    lines.length === 1
+      ? `Invalid monitor configuration: ${lines[0]}.`
+      : `Invalid monitor configuration (${lines.length} problems):\n${lines.map((l) => `  - ${l}.`).join('\n')}`;
+  return new ConfigError(message, issues);
+}
+
+function unknownKeyMessage(key: string, wrapped: boolean): string {
+  const snakeStyle = wrapped || key.includes('_') || key === key.toLowerCase();
+  const suggestion = closestKey(key, snakeStyle);
+  if (suggestion) return `unknown key (did you mean ${suggestion}?)`;
+  const known = NAMES.map((n) => (snakeStyle ? FIELDS[n].snake : n));
+  return `unknown key; known keys are ${known.join(', ')}`;
+}
+
+function closestKey(key: string, snakeStyle: boolean): string | undefined {
+  const norm = normalize(key);
+  const candidates: { spelling: string; norm: string }[] = [
+    ...NAMES.map((n) => ({ spelling: snakeStyle ? FIELDS[n].snake : n, norm: normalize(n) })),
+    ...[...IGNORED_KEYS].map((k) => ({ spelling: k, norm: normalize(k) })),
+  ];
+  let best: { spelling: string; score: number } | undefined;
+  let tied = false;
+  for (const c of candidates) {
+    let score: number | undefined;
+    if (c.norm === norm) score = 0;
+    else if (norm.length >= 5 && c.norm.startsWith(norm)) score = 1;
+    else {
+      const distance = levenshtein(norm, c.norm);
+      if (distance <= Math.max(1, Math.floor(norm.length / 5))) score = 1 + distance;
+    }
+    if (score === undefined) continue;
+    if (!best || score < best.score) {
+      best = { spelling: c.spelling, score };
+      tied = false;
+    } else if (score === best.score) tied = true;
+  }
+  // Two equally good guesses is no guess at all.
+  return best && !tied ? best.spelling : undefined;
+}
+
+function normalize(key: string): string {
+  return key.toLowerCase().replace(/[_\-\s]/g, '');
+}
+
+function levenshtein(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  switch (typeof value) {
+    case 'string': {
+      const text = JSON.stringify(value);
+      if (value.trim() !== '' && !Number.isNaN(Number(value)))
+        return `the string ${text} (write the number without quotes)`;
+      if (value === 'true' || value === 'false') return `the string ${text} (write ${value} without quotes)`;
+      return `the string ${text}`;
+    }
+    case 'number':
+      return String(value);
+    case 'boolean':
+      return String(value);
+    case 'bigint':
+      return `the bigint ${value}n`;
+    case 'object':
+      return 'an object';
+    default:
+      return `a ${typeof value}`;
+  }
+}
