@@ -1,0 +1,301 @@
+// Paths through the run machine, generated with xstate/graph: the shortest path to every reachable state,
+// extended by every event that state accepts, so every edge the model can take ends some path.
+import {
+  type AnyStateNode,
+  createActor,
+  fromTransition,
+  getNextSnapshot,
+  type InspectionEvent,
+} from 'xstate';
+import { getAdjacencyMap, getShortestPaths } from 'xstate/graph';
+import {
+  type RunContext,
+  type RunInput,
+  runMachine,
+  type WriteStatusOutput,
+} from '../../machines/run.machine.js';
+import { ALLOWED_MOVES, type RunRecord, type RunStatus } from '../../src/types.js';
+import { type EdgeKey, edgeKey } from './edges.js';
+
+export type RunSnapshot = ReturnType<typeof runMachine.transition>;
+export type ModelEvent = { type: string; [key: string]: unknown };
+
+/** What each effect state does, so the generator knows its outcomes and the replay how to cause them. */
+export type Effect =
+  | { kind: 'write'; to: RunStatus }
+  | { kind: 'append' }
+  | { kind: 'read' }
+  | { kind: 'count' }
+  | { kind: 'launcher'; call: 'terminate' | 'resume' | 'debugInfo' };
+
+export const EFFECTS: Record<string, Effect> = {
+  'run.starting.collectingDebugInfo': { kind: 'launcher', call: 'debugInfo' },
+  'run.started.confirmingCrash': { kind: 'read' },
+  'run.started.resuming.announcing': { kind: 'append' },
+  'run.started.resuming.countingAttempt': { kind: 'count' },
+  'run.started.resuming.announcingLaunch': { kind: 'append' },
+  'run.started.resuming.launchingWorker': { kind: 'launcher', call: 'resume' },
+  'run.started.resuming.reportingResumeFailure': { kind: 'append' },
+  'run.started.resuming.stoppingResumedWorker': { kind: 'launcher', call: 'terminate' },
+  'run.exceedingMaxRuntime.canceling': { kind: 'write', to: 'CANCELING' },
+  'run.exceedingMaxRuntime.terminating': { kind: 'launcher', call: 'terminate' },
+  'run.exceedingMaxRuntime.reportingTerminateException': { kind: 'append' },
+  'run.canceling.markingCanceled': { kind: 'write', to: 'CANCELED' },
+  'run.failing': { kind: 'write', to: 'FAILURE' },
+  'run.terminatingAfterFailure.terminating': { kind: 'launcher', call: 'terminate' },
+  'run.terminatingAfterFailure.reportingTerminateFailure': { kind: 'append' },
+  'run.recovering.refreshing': { kind: 'read' },
+};
+
+/** Two configurations between them take every `choosing` branch: everything on, everything off. */
+export const MODEL_CONFIGS = {
+  allOn: {
+    startTimeoutSeconds: 100,
+    cancelTimeoutSeconds: 100,
+    queuedTimeoutSeconds: 100,
+    maxRuntimeSeconds: 1000,
+    maxResumeRunAttempts: 1,
+    unknownHealthTolerance: 1,
+    terminateOnStartTimeout: true,
+    launcherTimeoutSeconds: 30,
+    storeRetrySeconds: 5,
+    pollIntervalSeconds: 1,
+  },
+  allOff: {
+    startTimeoutSeconds: 0,
+    cancelTimeoutSeconds: 0,
+    queuedTimeoutSeconds: 0,
+    maxRuntimeSeconds: 0,
+    maxResumeRunAttempts: 0,
+    unknownHealthTolerance: 0,
+    terminateOnStartTimeout: false,
+    launcherTimeoutSeconds: 30,
+    storeRetrySeconds: 5,
+    pollIntervalSeconds: 1,
+  },
+} as const;
+
+export type ModelConfig = (typeof MODEL_CONFIGS)[keyof typeof MODEL_CONFIGS];
+
+export function modelInput(config: ModelConfig): RunInput {
+  return {
+    run: { runId: 'model', status: 'NOT_STARTED', tags: {}, createdAt: 0, updatedAt: 0, resumeAttempts: 0 },
+    settings: {
+      startTimeoutSeconds: config.startTimeoutSeconds,
+      cancelTimeoutSeconds: config.cancelTimeoutSeconds,
+      queuedTimeoutSeconds: config.queuedTimeoutSeconds,
+      maxResumeRunAttempts: config.maxResumeRunAttempts,
+      unknownHealthTolerance: config.unknownHealthTolerance,
+      terminateOnStartTimeout: config.terminateOnStartTimeout,
+      launcherTimeoutSeconds: config.launcherTimeoutSeconds,
+      storeRetrySeconds: config.storeRetrySeconds,
+    },
+    maxRuntimeSeconds: config.maxRuntimeSeconds,
+  };
+}
+
+export function activeNodes(snapshot: RunSnapshot): AnyStateNode[] {
+  return snapshot._nodes as AnyStateNode[];
+}
+
+/** The state node whose invoke is running, if the snapshot sits in an effect state. */
+export function effectNode(snapshot: RunSnapshot): AnyStateNode | undefined {
+  return activeNodes(snapshot).find((node) => EFFECTS[node.id] !== undefined);
+}
+
+function moved(run: RunRecord, to: RunStatus): RunRecord {
+  return { ...run, status: to, updatedAt: run.updatedAt + 1 };
+}
+
+function afterEvents(snapshot: RunSnapshot): ModelEvent[] {
+  const events: ModelEvent[] = [];
+  for (const node of activeNodes(snapshot)) {
+    for (const type of node.transitions.keys()) if (type.startsWith('xstate.after.')) events.push({ type });
+  }
+  return events;
+}
+
+/** Every event the environment can produce in this state, with the outcomes effects can have. */
+export function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
+  if (snapshot.status !== 'active') return [];
+  const context = snapshot.context as RunContext;
+  const run = context.run;
+  const events = afterEvents(snapshot);
+  const effectState = effectNode(snapshot);
+  const effect = effectState ? EFFECTS[effectState.id] : undefined;
+  const inWatching = snapshot.matches({ started: 'watching' });
+
+  // Workers (and users) move the stored status whenever nothing of the monitor's holds the store:
+  // in waiting states and while a launcher call is out.
+  if (!effect || effect.kind === 'launcher') {
+    for (const to of ALLOWED_MOVES[run.status]) events.push({ type: 'run.updated', run: moved(run, to) });
+  }
+  if (inWatching) {
+    for (const status of ['RUNNING', 'FAILED', 'UNKNOWN'] as const) {
+      events.push({ type: 'health.checked', result: { status, message: `model ${status}` } });
+    }
+  }
+  if (effectState && effect) {
+    const invokeId = (effectState.invoke[0] as { id: string }).id;
+    const done = (output: unknown) => ({ type: `xstate.done.actor.${invokeId}`, output });
+    events.push({ type: `xstate.error.actor.${invokeId}`, error: new Error('model: effect failed') });
+    switch (effect.kind) {
+      case 'write': {
+        events.push(done({ applied: true, run: moved(run, effect.to) }));
+        // The compare-and-set loses to a write that landed first.
+        for (const to of ALLOWED_MOVES[run.status].filter((s) => s !== effect.to)) {
+          events.push(done({ applied: false, run: moved(run, to) }));
+        }
+        break;
+      }
+      case 'read': {
+        events.push(done(run));
+        if (effectState.id === 'run.started.confirmingCrash') events.push(done(moved(run, 'SUCCESS')));
+        break;
+      }
+      case 'count':
+        events.push(done(run.resumeAttempts + 1));
+        break;
+      case 'append':
+        events.push(done(undefined));
+        break;
+      case 'launcher':
+        if (effect.call === 'terminate') events.push(done(true), done(false));
+        else if (effect.call === 'debugInfo') events.push(done('model debug info'), done(undefined));
+        else events.push(done(undefined));
+        break;
+    }
+  }
+  return events;
+}
+
+/** Only what decides behaviour: keeps the traversal finite (timestamps and messages are left out). */
+export function serialize(snapshot: RunSnapshot): string {
+  const c = snapshot.context as RunContext;
+  return JSON.stringify([
+    snapshot.value,
+    snapshot.status,
+    c.run.status,
+    c.run.resumeAttempts,
+    c.unknownStreak,
+    c.failure?.reason,
+    c.failure?.terminateWorker,
+  ]);
+}
+
+export interface ModelPath {
+  config: keyof typeof MODEL_CONFIGS;
+  events: ModelEvent[];
+  /** The model's snapshot after each event. */
+  states: RunSnapshot[];
+  description: string;
+}
+
+/** The edges one model step takes (its own transition and the eventless ones after it). */
+export function modelEdges(snapshot: RunSnapshot, event: ModelEvent): EdgeKey[] {
+  const edges: EdgeKey[] = [];
+  const inspector = createActor(
+    fromTransition((s) => s, {}),
+    {
+      inspect: (e: InspectionEvent) => {
+        if (e.type === '@xstate.microstep') for (const t of e._transitions) edges.push(edgeKey(t));
+      },
+    },
+  );
+  const scope = {
+    self: inspector,
+    logger: () => {},
+    id: '',
+    sessionId: 'model',
+    defer: () => {},
+    system: inspector.system,
+    stopChild: () => {},
+    emit: () => {},
+    actionExecutor: () => {},
+  };
+  runMachine.transition(snapshot, event as never, scope as never);
+  return edges;
+}
+
+/**
+ * Every path from the traversal, keeping only those that take an edge no shorter path took: the same
+ * edge coverage with far fewer replays.
+ */
+export function generateCoveringPaths(
+  configName: keyof typeof MODEL_CONFIGS,
+  covered: Set<EdgeKey>,
+): ModelPath[] {
+  const input = modelInput(MODEL_CONFIGS[configName]);
+  const kept: ModelPath[] = [];
+  const all = generatePaths(configName).sort((a, b) => a.events.length - b.events.length);
+  for (const path of all) {
+    const before = path.states.length > 1 ? path.states[path.states.length - 2] : undefined;
+    const last = path.events[path.events.length - 1];
+    if (!last) continue;
+    const from = before ?? initialSnapshot(input);
+    const fresh = modelEdges(from, last).filter((edge) => !covered.has(edge));
+    if (fresh.length === 0) continue;
+    kept.push(path);
+    let state = initialSnapshot(input);
+    for (const [i, event] of path.events.entries()) {
+      for (const edge of modelEdges(state, event)) covered.add(edge);
+      state = path.states[i] as RunSnapshot;
+    }
+  }
+  return kept;
+}
+
+export function initialSnapshot(input: RunInput): RunSnapshot {
+  const actor = createActor(runMachine, { input });
+  return actor.getSnapshot() as RunSnapshot;
+}
+
+export function generatePaths(configName: keyof typeof MODEL_CONFIGS): ModelPath[] {
+  const input = modelInput(MODEL_CONFIGS[configName]);
+  // The graph's types want the machine's own event union; ours are the same events, built generically.
+  const options = { input, events: eventsFor, serializeState: serialize } as unknown as NonNullable<
+    Parameters<typeof getShortestPaths<typeof runMachine>>[1]
+  >;
+  const prefixes = getShortestPaths(runMachine, options);
+  const adjacency = getAdjacencyMap(runMachine, options);
+  const paths: ModelPath[] = [];
+  for (const prefix of prefixes) {
+    const prefixEvents = prefix.steps.slice(1).map((step) => step.event as ModelEvent);
+    const prefixStates = prefix.steps.slice(1).map((step) => step.state as RunSnapshot);
+    const entry = (
+      adjacency as unknown as Record<string, { transitions: Record<string, { event: unknown }> }>
+    )[serialize(prefix.state as RunSnapshot)];
+    for (const transition of Object.values(entry?.transitions ?? {})) {
+      const event = transition.event as ModelEvent;
+      const next = getNextSnapshot(runMachine, prefix.state as RunSnapshot, event as never) as RunSnapshot;
+      const events = [...prefixEvents, event];
+      paths.push({
+        config: configName,
+        events,
+        states: [...prefixStates, next],
+        description: `${configName}: ${events.map(describe).join(' → ')}`,
+      });
+    }
+  }
+  return paths;
+}
+
+export function describe(event: ModelEvent): string {
+  if (event.type === 'run.updated') return `store:${(event.run as RunRecord).status}`;
+  if (event.type === 'health.checked') return `health:${(event.result as { status: string }).status}`;
+  if (event.type.startsWith('xstate.after.')) return `timer:${event.type.split('.')[2]}`;
+  const kind = event.type.startsWith('xstate.done.') ? 'done' : 'error';
+  const state = event.type.replace(/^xstate\.(done|error)\.actor\.0\.run\./, '');
+  const output = event.output;
+  const detail =
+    output && typeof output === 'object' && 'applied' in output
+      ? `(${(output as unknown as WriteStatusOutput).applied ? 'applied' : `lost to ${(output as unknown as WriteStatusOutput).run?.status}`})`
+      : output !== undefined && typeof output !== 'object'
+        ? `(${String(output)})`
+        : output && typeof output === 'object' && 'status' in output
+          ? `(${(output as RunRecord).status})`
+          : '';
+  return `${state}:${kind}${detail}`;
+}
+
+export { ALLOWED_MOVES };
