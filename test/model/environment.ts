@@ -123,6 +123,7 @@ export class HeldLauncher extends FakeLauncher {
 /** Edges taken by the real actors, by machine id. */
 export class EdgeRecorder {
   readonly taken = new Map<string, Set<EdgeKey>>();
+  /** The latest state value of each run actor (by run id) and of the supervisor ('supervisor'). */
   readonly runStates = new Map<string, unknown>();
 
   readonly inspect = (event: InspectionEvent) => {
@@ -137,9 +138,10 @@ export class EdgeRecorder {
         this.taken.set(machineId, edges);
       }
       for (const t of event._transitions) edges.add(edgeKey(t));
-    } else if (machineId === 'run') {
+    } else if (machineId === 'run' || machineId === 'supervisor') {
       const snapshot = event.snapshot as unknown as { value: unknown; status: string };
-      this.runStates.set(actor.id, snapshot.status === 'done' ? 'done' : snapshot.value);
+      const key = machineId === 'run' ? actor.id : machineId;
+      this.runStates.set(key, snapshot.status === 'done' ? 'done' : snapshot.value);
     }
   };
 }
