@@ -202,6 +202,7 @@ describe('launch', () => {
   });
 
   it('kills the worker and rejects when its identity cannot be recorded', async () => {
+    // eslint-disable-next-line prefer-const -- FailingTags reads it from a closure; it is set after the class exists.
     let launcher: ProcessRunLauncher | undefined;
     let workerPid = 0;
     class FailingTags extends MemoryRunStore {
