@@ -22,18 +22,27 @@ export const messages = {
     `${messages.workerStatus(result)} Resuming run ${runId} with a new worker.`,
   launchingResumeWorker: 'Launching a new run worker to resume run',
   resumeFailed: (attempt: number, error: string) =>
-    `Failed to launch a new run worker for resume attempt ${attempt}: ${error}`,
+    `Failed to launch a new run worker for resume attempt ${attempt}: ${clause(error)}.`,
   crashedNoAttemptsLeft: (result: HealthResult, runId: string, maxAttempts: number) =>
     `${messages.workerStatus(result)} Marking run ${runId} as failed, because it has surpassed the configured maximum attempts to resume the run: ${maxAttempts}.`,
   crashed: (result: HealthResult, runId: string) =>
     `${messages.workerStatus(result)} Marking run ${runId} as failed.`,
   terminateAfterStartTimeoutFailed: (error: string) =>
-    `Could not terminate the run worker after the start timeout: ${error}. The computational resources created by the run may not have been fully cleaned up.`,
+    `Could not terminate the run worker after the start timeout: ${clause(error)}. The computational resources created by the run may not have been fully cleaned up.`,
   invalidMaxRuntimeTag: (tag: string, value: string, fallbackSeconds: number) =>
     `Ignoring tag ${tag}=${JSON.stringify(value)}: expected a finite number of seconds >= 0. Using the configured maximum runtime (${fallbackSeconds === 0 ? 'none' : `${fallbackSeconds} seconds`}).`,
   launcherCallTimedOut: (call: string, seconds: number) =>
     `Launcher ${call} did not answer within ${seconds} seconds.`,
+  cancelTerminateFailed: (problem: string) =>
+    `Could not terminate the run worker: ${clause(problem)}. The cancel timeout will mark the run canceled.`,
+  runActorFailed: (runId: string, error: string) =>
+    `The monitor's actor for run ${runId} failed (${clause(error)}); the next poll will watch the run again.`,
 };
+
+/** Text embedded mid-sentence: without its own closing period. */
+export function clause(text: string): string {
+  return text.replace(/\.+$/, '');
+}
 
 /** A thrown value as one line of text, for engine events. */
 export function errorText(error: unknown): string {

@@ -192,6 +192,9 @@ export const runMachine = setup({
     startTimeoutOn: ({ context }) => context.settings.startTimeoutSeconds > 0,
     maxRuntimeOn: ({ context }) => context.maxRuntimeSeconds > 0,
     cancelTimeoutOn: ({ context }) => context.settings.cancelTimeoutSeconds > 0,
+    // 0 means launcher calls may take as long as they take.
+    launcherTimeoutOn: ({ context }) => context.settings.launcherTimeoutSeconds > 0,
+    runIsGone: ({ event }) => (event as { error?: { code?: string } }).error?.code === 'RUN_NOT_FOUND',
     workerHealthy: ({ event }) =>
       event.type === 'health.checked' &&
       !isUnsure(event.result) &&
@@ -321,6 +324,7 @@ export const runMachine = setup({
           },
           after: {
             launcherTimeout: {
+              guard: 'launcherTimeoutOn',
               target: '#run.failing',
               actions: assign(({ context }) =>
                 failure(
@@ -437,6 +441,7 @@ export const runMachine = setup({
               },
               after: {
                 launcherTimeout: {
+                  guard: 'launcherTimeoutOn',
                   target: 'reportingResumeFailure',
                   actions: assign({
                     lastError: ({ context }) =>
@@ -468,7 +473,7 @@ export const runMachine = setup({
                 onDone: '#run.routing',
                 onError: { target: '#run.routing', actions: 'reportEffectError' },
               },
-              after: { launcherTimeout: '#run.routing' },
+              after: { launcherTimeout: { guard: 'launcherTimeoutOn', target: '#run.routing' } },
             },
           },
         },
@@ -532,6 +537,7 @@ export const runMachine = setup({
           },
           after: {
             launcherTimeout: {
+              guard: 'launcherTimeoutOn',
               target: 'reportingTerminateException',
               actions: assign({
                 lastError: ({ context }) =>
@@ -651,6 +657,7 @@ export const runMachine = setup({
           },
           after: {
             launcherTimeout: {
+              guard: 'launcherTimeoutOn',
               target: 'reportingTerminateFailure',
               actions: assign({
                 lastError: ({ context }) =>
@@ -687,7 +694,11 @@ export const runMachine = setup({
               target: '#run.routing',
               actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output) }),
             },
-            onError: { target: 'waiting', actions: 'reportEffectError' },
+            onError: [
+              // Deleted from the store behind the monitor's back: nothing left to watch.
+              { guard: 'runIsGone', target: '#run.done', actions: 'reportEffectError' },
+              { target: 'waiting', actions: 'reportEffectError' },
+            ],
           },
         },
       },

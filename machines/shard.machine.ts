@@ -16,7 +16,8 @@ export interface ShardContext {
 export type ShardEvent =
   | { type: 'run.spawn'; input: RunInput; followUp?: RunMachineEvent }
   | { type: 'shard.seal' }
-  | { type: 'xstate.done.actor.*'; actorId: string };
+  | { type: 'xstate.done.actor.*'; actorId: string }
+  | { type: 'xstate.error.actor.*'; actorId: string; error: unknown };
 
 export type ShardParentEvent = { type: 'shard.drained'; shardId: string };
 
@@ -50,6 +51,8 @@ export const shardMachine = setup({
       enqueue(stopChild(event.actorId));
       enqueue.assign({ running: ({ context }) => context.running - 1 });
     }),
+    // Host-provided: log a run actor that failed. The shard drops it; the next sweep spawns a fresh one.
+    reportRunActorError: () => {},
     seal: assign({ sealed: true }),
     reportDrained: sendParent(
       ({ context }): ShardParentEvent => ({ type: 'shard.drained', shardId: context.shardId }),
@@ -67,6 +70,9 @@ export const shardMachine = setup({
       on: {
         'run.spawn': { actions: 'spawnRun' },
         'xstate.done.actor.*': { actions: 'stopFinishedRun', target: 'checking' },
+        // One run's failure stays with that run: without this the error would stop the shard, then the
+        // supervisor, and with it the monitoring of every run.
+        'xstate.error.actor.*': { actions: ['reportRunActorError', 'stopFinishedRun'], target: 'checking' },
         'shard.seal': { actions: 'seal', target: 'checking' },
       },
     },

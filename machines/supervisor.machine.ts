@@ -3,7 +3,7 @@
 // Unknown run ids are ignored, never thrown: one bad event must not stop the supervisor.
 import { enqueueActions, fromCallback, setup, stopChild } from 'xstate';
 import type { HealthResult, RunRecord } from '../src/types.js';
-import { isTerminal } from '../src/types.js';
+import { isTerminal, RUN_STATUSES } from '../src/types.js';
 import { newerRun, type RunInput, type RunMachineEvent } from './run.machine.js';
 import { runSystemId, type ShardParentEvent, shardMachine } from './shard.machine.js';
 
@@ -32,6 +32,17 @@ export interface PollHealthInput {
 }
 
 type Routed = { run: RunRecord; event?: RunMachineEvent };
+
+// enqueue() cannot see the sibling action names while setup() is being typed; the name is checked at runtime.
+const reportBadRecord = (problem: string) => ({ type: 'reportBadRecord', params: { problem } }) as never;
+
+/** Why a record cannot be watched, or undefined when it can. */
+function recordProblem(run: RunRecord | undefined): string | undefined {
+  if (!run || typeof run.runId !== 'string' || run.runId === '') return 'a run record without a runId';
+  if (!RUN_STATUSES.includes(run.status)) return `run ${run.runId}: unknown status ${JSON.stringify(run.status)}`;
+  if (!run.tags || typeof run.tags !== 'object') return `run ${run.runId}: tags missing`;
+  return undefined;
+}
 
 export const supervisorMachine = setup({
   types: {
@@ -70,6 +81,19 @@ export const supervisorMachine = setup({
 
       let { openShardId, openShardRuns, shardsOpened } = context;
       for (const { run, event: followUp } of routed) {
+        // A malformed record from a store is reported and skipped; it must not stop the supervisor.
+        const problem = recordProblem(run);
+        if (problem) {
+          enqueue(reportBadRecord(problem));
+          continue;
+        }
+        let input: RunInput;
+        try {
+          input = context.runInput(run);
+        } catch (error) {
+          enqueue(reportBadRecord(`run ${run.runId}: ${String(error)}`));
+          continue;
+        }
         const actor = system.get(runSystemId(run.runId));
         if (actor) {
           const update: RunMachineEvent = { type: 'run.updated', run };
@@ -86,7 +110,7 @@ export const supervisorMachine = setup({
           enqueue.spawnChild('shard', { id: openShardId, input: { shardId: openShardId } });
         }
         openShardRuns += 1;
-        enqueue.sendTo(openShardId, { type: 'run.spawn', input: context.runInput(run), followUp });
+        enqueue.sendTo(openShardId, { type: 'run.spawn', input, followUp });
       }
       if (openShardId !== context.openShardId || shardsOpened !== context.shardsOpened) {
         enqueue.assign({ openShardId, openShardRuns, shardsOpened });
@@ -94,6 +118,8 @@ export const supervisorMachine = setup({
         enqueue.assign({ openShardRuns });
       }
     }),
+    // Host-provided: log a record the supervisor could not use.
+    reportBadRecord: (_, _params: { problem: string }) => {},
     stopDrainedShard: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'shard.drained') return;
       enqueue(stopChild(event.shardId));

@@ -90,6 +90,8 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
 
   /** A launcher call that gives up after launcherTimeoutSeconds (on the monitor's clock). */
   async function callLauncher<T>(call: string, work: () => Promise<T>): Promise<T> {
+    const tracked = tracker.trackLauncher(Promise.resolve().then(work));
+    if (launcherTimeoutMs === 0) return tracked; // 0: no limit
     const timer = sleepOn(clock, launcherTimeoutMs);
     const timedOut = timer.promise.then(() => {
       throw new RunwardenError(
@@ -98,7 +100,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       );
     });
     try {
-      return await Promise.race([tracker.trackLauncher(Promise.resolve().then(work)), timedOut]);
+      return await Promise.race([tracked, timedOut]);
     } finally {
       timer.cancel();
     }
@@ -167,8 +169,13 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
         const invalid = context.invalidMaxRuntimeTag;
         if (!invalid) return;
         const message = messages.invalidMaxRuntimeTag(invalid.tag, invalid.value, config.maxRuntimeSeconds);
+        // Promise.resolve().then: a store that throws instead of rejecting must not fail the actor.
         tracker
-          .track(store.appendEvent(context.run.runId, { type: 'ENGINE_EVENT', message, at: clock.now() }))
+          .track(
+            Promise.resolve().then(() =>
+              store.appendEvent(context.run.runId, { type: 'ENGINE_EVENT', message, at: clock.now() }),
+            ),
+          )
           .catch((err) => runLogger(context.run.runId).error({ err }, 'Could not report an invalid tag.'));
         runLogger(context.run.runId).warn(message);
       },
@@ -205,7 +212,9 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
         send({ type: 'health.checked', run, result });
       });
     const poll = async () => {
-      for await (const page of pagesOf(tracker, store, SWEPT_STATUSES)) {
+      // Health results carry a fresh record of each STARTED run; without them, sweep STARTED runs too.
+      const swept = healthChecks ? SWEPT_STATUSES : ACTIVE_STATUSES;
+      for await (const page of pagesOf(tracker, store, swept)) {
         if (stopped) return;
         send({ type: 'runs.updated', runs: page });
       }
@@ -226,8 +235,21 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     };
   });
 
+  const providedShard = shardMachine.provide({
+    actors: { run: providedRun },
+    actions: {
+      reportRunActorError: ({ event }) => {
+        const { actorId, error } = event as { actorId: string; error: unknown };
+        logger.error({ runId: actorId, err: error }, messages.runActorFailed(actorId, errorText(error)));
+      },
+    },
+  });
   const providedSupervisor = supervisorMachine.provide({
-    actors: { shard: shardMachine.provide({ actors: { run: providedRun } }), pollHealth },
+    actors: { shard: providedShard, pollHealth },
+    actions: {
+      reportBadRecord: (_, params: { problem: string }) =>
+        logger.error({ problem: params.problem }, `Ignoring a run record the monitor cannot use: ${params.problem}`),
+    },
   });
 
   // --- lifecycle ---------------------------------------------------------------------------------------
@@ -255,6 +277,17 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     });
     supervisor.subscribe({ error: (err) => logger.error({ err }, 'Supervisor stopped with an error.') });
     supervisor.start();
+    try {
+      await load();
+    } catch (error) {
+      // Leave nothing half-started, so start() can simply be called again.
+      await stop();
+      throw error;
+    }
+    logger.info({ config }, 'Run monitor started.');
+  }
+
+  async function load(): Promise<void> {
     // Tail position first, then the runs: an update landing in between is read twice, never lost.
     feed = new StoreFeed({
       store,
@@ -266,7 +299,6 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     });
     await feed.start();
     for await (const page of pagesOf(tracker, store, ACTIVE_STATUSES)) deliver(page);
-    logger.info({ config }, 'Run monitor started.');
   }
 
   async function stop(): Promise<void> {
@@ -358,7 +390,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       problem = errorText(error);
     }
     if (problem) {
-      const message = `Could not terminate the run worker: ${problem}. The cancel timeout will mark the run canceled.`;
+      const message = messages.cancelTerminateFailed(problem);
       await tracker.track(store.appendEvent(runId, { type: 'ENGINE_EVENT', message, at: clock.now() }));
       runLogger(runId).warn(message);
     }

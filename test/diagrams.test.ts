@@ -48,7 +48,9 @@ describe.each(MACHINES.map((source) => [source.machine.id, source] as const))('%
       for (const delayed of node.after) {
         expect(typeof delayed.delay, `${node.id}: delays must be named`).toBe('string');
         const arrows = lines.filter((line) => line.trim().startsWith(`${mermaidId(node)} --> `));
-        expect(arrows.some((line) => line.endsWith(` : after ${String(delayed.delay)}`))).toBe(true);
+        // A guarded delayed transition carries its guard after the delay name.
+        const label = new RegExp(` : after ${String(delayed.delay)}( \\[[^\\]]+\\])?$`);
+        expect(arrows.some((line) => label.test(line))).toBe(true);
       }
     }
   });

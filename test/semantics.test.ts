@@ -672,6 +672,47 @@ describe('configuration and bad input', () => {
   });
 });
 
+describe('fixes found in review', () => {
+  it('launcherTimeoutSeconds 0 means launcher calls may take as long as they take', async () => {
+    const h = await harness({ launcher: { launch: 'hang', terminate: 'hang' }, config: { launcherTimeoutSeconds: 0 } });
+    const { runId } = await h.store.createRun({});
+    let settled = false;
+    h.monitor.launch(runId).finally(() => {
+      settled = true;
+    });
+    await h.advance(100 * SECOND);
+    expect(settled).toBe(false);
+    await h.store.transition(runId, { to: 'STARTED' });
+    h.launcher.setLaunch('ok');
+    const limited = await h.startedRun({ [TAGS.maxRuntime]: '10' });
+    await h.advance(24 * 3600 * SECOND);
+    // Terminating for max runtime is still waiting on the launcher: no timeout cut it short.
+    expect(await h.status(limited)).toBe('CANCELING');
+    expect(await h.messagesOf(limited, 'ENGINE_EVENT')).toEqual([]);
+  });
+
+  it('start() can be called again after it failed half-way', async () => {
+    const clock = newClock();
+    const store = new MemoryRunStore({ clock });
+    const { runId } = await store.createRun({});
+    await store.transition(runId, { to: 'STARTING' });
+    const listRuns = store.listRuns.bind(store);
+    let failures = 1;
+    store.listRuns = async (filter) => {
+      // The load at start lists every active status (the poll's sweep lists fewer).
+      if (filter?.statuses?.length === 5 && failures-- > 0) {
+        throw new RunwardenError('STORE_BUSY', 'database is locked');
+      }
+      return listRuns(filter);
+    };
+    const h = await harness({ clock, store, start: false });
+    await expect(h.monitor.start()).rejects.toThrow(/database is locked/);
+    await h.monitor.start();
+    await h.advance(180 * SECOND);
+    expect(await h.status(runId)).toBe('FAILURE');
+  });
+});
+
 describe('time base', () => {
   it('uses the injected clock for every stored timestamp', async () => {
     const h = await harness();

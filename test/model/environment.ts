@@ -1,6 +1,7 @@
 // The real host (createRunMonitor over a MemoryRunStore and a FakeLauncher) with two test-side controls:
 // the monitor's store writes take scripted outcomes, and its terminate / resume / debugInfo calls wait
 // until the test says how they end. Coverage is read from the real actors' microsteps.
+import type { Logger } from 'pino';
 import type { AnyActorRef, InspectionEvent } from 'xstate';
 import { SimulatedClock } from 'xstate';
 import type { MonitorConfig } from '../../src/config.js';
@@ -11,7 +12,12 @@ import { FakeLauncher } from '../../src/testing/index.js';
 import type { EngineEventInput, RunRecord, RunStatus, TransitionChange } from '../../src/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
 
-export type StoreOutcome = { kind: 'ok' } | { kind: 'error' } | { kind: 'lose'; to: RunStatus };
+export type StoreOutcome =
+  | { kind: 'ok' }
+  | { kind: 'error' }
+  | { kind: 'lose'; to: RunStatus }
+  /** The run is no longer in the store (deleted behind the monitor's back). */
+  | { kind: 'gone' };
 
 const busy = () => new RunwardenError('STORE_BUSY', 'scripted: database is locked');
 
@@ -57,6 +63,7 @@ export class ScriptedStore extends MemoryRunStore {
   override async getRun(runId: string): Promise<RunRecord | undefined> {
     const outcome = this.script.getRun.shift();
     if (outcome?.kind === 'error') throw busy();
+    if (outcome?.kind === 'gone') return undefined;
     if (outcome?.kind === 'lose') await this.outside(runId, { to: outcome.to });
     return super.getRun(runId);
   }
@@ -164,12 +171,13 @@ export interface Environment {
 export async function environment(
   config: Partial<MonitorConfig>,
   recorder: EdgeRecorder,
+  logger?: Logger,
 ): Promise<Environment> {
   const clock = new SimulatedClock();
   clock.set(Date.UTC(2026, 0, 1));
   const store = new ScriptedStore({ clock });
   const launcher = new HeldLauncher();
-  const monitor = createRunMonitor({ store, launcher, clock, config, inspect: recorder.inspect });
+  const monitor = createRunMonitor({ store, launcher, clock, config, logger, inspect: recorder.inspect });
   const settle = async () => {
     await monitor.settle();
     for (let round = 0; round < 50; round++) {

@@ -150,6 +150,9 @@ export function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
       }
       case 'read': {
         events.push(done(run));
+        if (effectState.id === 'run.recovering.refreshing') {
+          events.push({ type: `xstate.error.actor.${invokeId}`, error: { code: 'RUN_NOT_FOUND' } });
+        }
         if (effectState.id === 'run.started.confirmingCrash') events.push(done(moved(run, 'SUCCESS')));
         break;
       }
@@ -284,7 +287,11 @@ export function describe(event: ModelEvent): string {
   if (event.type === 'run.updated') return `store:${(event.run as RunRecord).status}`;
   if (event.type === 'health.checked') return `health:${(event.result as { status: string }).status}`;
   if (event.type.startsWith('xstate.after.')) return `timer:${event.type.split('.')[2]}`;
-  const kind = event.type.startsWith('xstate.done.') ? 'done' : 'error';
+  const kind = event.type.startsWith('xstate.done.')
+    ? 'done'
+    : (event.error as { code?: string } | undefined)?.code === 'RUN_NOT_FOUND'
+      ? 'error(run gone)'
+      : 'error';
   const state = event.type.replace(/^xstate\.(done|error)\.actor\.0\.run\./, '');
   const output = event.output;
   const detail =

@@ -3,6 +3,7 @@
 // previous one). The suite fails if any edge of the supervisor or shard machine was never taken.
 
 import { describe, expect, it } from 'vitest';
+import { pino } from 'pino';
 import { getNextSnapshot } from 'xstate';
 import { getShortestPaths } from 'xstate/graph';
 import { shardMachine } from '../../machines/shard.machine.js';
@@ -155,6 +156,35 @@ describe('supervisor and shards: generated paths replayed against the real host'
       }
     });
   }
+
+  it('a run actor that fails is dropped by its shard, watched again by the next sweep, and harms no other run', async () => {
+    // A log sink that throws when the bad run's invalid tag is reported: the run actor's entry action fails.
+    const logger = pino({ level: 'silent' });
+    let failures = 0;
+    logger.warn = (() => {
+      failures += 1;
+      throw new Error('log sink is down');
+    }) as never;
+    const env = await environment({ ...config, startTimeoutSeconds: 50 }, recorder, logger);
+    try {
+      await env.monitor.start();
+      const bad = await env.store.createRun({ runId: 'bad', tags: { 'runwarden/max_runtime': 'soon' } });
+      const good = await env.store.createRun({ runId: 'good' });
+      await env.store.outside(bad.runId, { to: 'STARTING' });
+      await env.store.outside(good.runId, { to: 'STARTING' });
+      await env.settle();
+      expect(failures).toBe(1);
+      await env.advance(POLL_SECONDS * 1000); // the sweep spawns the bad run's actor again
+      expect(failures).toBe(2);
+      expect(supervisorState()).toBe('waitingToPoll');
+      await env.advance(40 * 1000); // the good run's start deadline
+      env.launcher.release('debugInfo', { value: undefined });
+      await env.settle();
+      expect((await env.store.getRun(good.runId))?.status).toBe('FAILURE');
+    } finally {
+      await env.monitor.stop();
+    }
+  });
 
   it('every edge of the supervisor and shard machines was taken by a real actor', () => {
     for (const machine of [supervisorMachine, shardMachine]) {
