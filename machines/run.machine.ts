@@ -130,6 +130,17 @@ function failure(
   return { failure: { reason, message, from: [from], terminateWorker } };
 }
 
+/** FAILURE for a run that never reported STARTED, then terminate its worker if so configured. */
+function startTimeoutFailure(context: RunContext, debugInfo?: string): { failure: PendingFailure } {
+  const message = messages.startTimeout(context.settings.startTimeoutSeconds, debugInfo);
+  return failure('START_TIMEOUT', message, 'STARTING', context.settings.terminateOnStartTimeout);
+}
+
+/** FAILURE after max runtime when the worker could not be confirmed gone. */
+function forcedMaxRuntimeFailure(): { failure: PendingFailure } {
+  return failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING');
+}
+
 function crashFailure(context: RunContext): { failure: PendingFailure } {
   const health = context.health ?? { status: 'UNKNOWN' };
   const max = context.settings.maxResumeRunAttempts;
@@ -302,23 +313,13 @@ export const runMachine = setup({
             onDone: {
               target: '#run.failing',
               actions: assign(({ context, event }) =>
-                failure(
-                  'START_TIMEOUT',
-                  messages.startTimeout(context.settings.startTimeoutSeconds, event.output),
-                  'STARTING',
-                  context.settings.terminateOnStartTimeout,
-                ),
+startTimeoutFailure(context, event.output),
               ),
             },
             onError: {
               target: '#run.failing',
               actions: assign(({ context }) =>
-                failure(
-                  'START_TIMEOUT',
-                  messages.startTimeout(context.settings.startTimeoutSeconds),
-                  'STARTING',
-                  context.settings.terminateOnStartTimeout,
-                ),
+startTimeoutFailure(context),
               ),
             },
           },
@@ -327,12 +328,7 @@ export const runMachine = setup({
               guard: 'launcherTimeoutOn',
               target: '#run.failing',
               actions: assign(({ context }) =>
-                failure(
-                  'START_TIMEOUT',
-                  messages.startTimeout(context.settings.startTimeoutSeconds),
-                  'STARTING',
-                  context.settings.terminateOnStartTimeout,
-                ),
+startTimeoutFailure(context),
               ),
             },
           },
@@ -527,7 +523,7 @@ export const runMachine = setup({
               },
               {
                 target: '#run.failing',
-                actions: assign(() => failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING')),
+                actions: assign(forcedMaxRuntimeFailure),
               },
             ],
             onError: {
@@ -556,13 +552,13 @@ export const runMachine = setup({
             }),
             onDone: {
               target: '#run.failing',
-              actions: assign(() => failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING')),
+              actions: assign(forcedMaxRuntimeFailure),
             },
             onError: {
               target: '#run.failing',
               actions: [
                 'reportEffectError',
-                assign(() => failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING')),
+                assign(forcedMaxRuntimeFailure),
               ],
             },
           },

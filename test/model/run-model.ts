@@ -14,6 +14,7 @@ import {
   runMachine,
   type WriteStatusOutput,
 } from '../../machines/run.machine.js';
+import { runSettings } from '../../src/monitor.js';
 import { ALLOWED_MOVES, type RunRecord, type RunStatus } from '../../src/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
 
@@ -80,16 +81,7 @@ export type ModelConfig = (typeof MODEL_CONFIGS)[keyof typeof MODEL_CONFIGS];
 export function modelInput(config: ModelConfig): RunInput {
   return {
     run: { runId: 'model', status: 'NOT_STARTED', tags: {}, createdAt: 0, updatedAt: 0, resumeAttempts: 0 },
-    settings: {
-      startTimeoutSeconds: config.startTimeoutSeconds,
-      cancelTimeoutSeconds: config.cancelTimeoutSeconds,
-      queuedTimeoutSeconds: config.queuedTimeoutSeconds,
-      maxResumeRunAttempts: config.maxResumeRunAttempts,
-      unknownHealthTolerance: config.unknownHealthTolerance,
-      terminateOnStartTimeout: config.terminateOnStartTimeout,
-      launcherTimeoutSeconds: config.launcherTimeoutSeconds,
-      storeRetrySeconds: config.storeRetrySeconds,
-    },
+    settings: runSettings(config),
     maxRuntimeSeconds: config.maxRuntimeSeconds,
   };
 }
