@@ -13,4 +13,31 @@ export {
 export * from './errors.js';
 export { MemoryRunStore } from './memory-store.js';
 export { createRunMonitor, type RunMonitor, type RunMonitorOptions } from './monitor.js';
+export {
+  ATTEMPT_TAG,
+  COMMAND_TAG,
+  PID_START_TAG,
+  PID_TAG,
+  PROCESS_LAUNCHER_TAGS,
+  ProcessRunLauncher,
+  type ProcessRunLauncherOptions,
+  WORKER_ENV,
+} from './process-launcher.js';
+export {
+  migrateSqlite,
+  SQLITE_MIGRATIONS,
+  SQLITE_SCHEMA_VERSION,
+  type SqliteMigration,
+  SqliteRunStore,
+  type SqliteRunStoreOptions,
+  StoreBusyError,
+} from './sqlite-store.js';
+export {
+  formatStoreUrl,
+  type OpenStoreOptions,
+  openStore,
+  parseStoreUrl,
+  STORE_ENV,
+  type StoreLocation,
+} from './store-url.js';
 export * from './types.js';

@@ -1,0 +1,295 @@
+// What the `runwarden` subcommands do (src/cli.ts defines their flags). Every command opens the store the
+// config names; `launch` and `cancel` drive a RunMonitor that is never started — they only use its launch()
+// and cancel() — so the deadlines they create are enforced by whichever `runwarden monitor` is running.
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { formatTable, oneLine, time, UsageError } from './cli-output.js';
+import {
+  DEFAULT_CONFIG_FILE,
+  loadConfigFile,
+  type RunwardenFileConfig,
+  storeUrlOf,
+  withStorePath,
+} from './config-file.js';
+import { LaunchError, RunNotFoundError, RunwardenError } from './errors.js';
+import type { RunMonitorOptions } from './monitor.js';
+import { COMMAND_TAG, ProcessRunLauncher } from './process-launcher.js';
+import { SqliteRunStore } from './sqlite-store.js';
+import { parseStoreUrl, STORE_ENV } from './store-url.js';
+import { isTerminal, RUN_STATUSES, type RunRecord, type RunStatus, TAGS } from './types.js';
+
+export interface StoreOptions {
+  config?: string;
+  store?: string;
+}
+
+/** The config file (explicit, or ./runwarden.yaml when present, else defaults) with --store applied. */
+export function resolveConfig(options: StoreOptions): RunwardenFileConfig {
+  const config =
+    options.config !== undefined
+      ? loadConfigFile(options.config, { explicit: true })
+      : loadConfigFile(DEFAULT_CONFIG_FILE);
+  if (options.store === undefined) return config;
+  return withStorePath(config, parseStoreUrl(options.store).path);
+}
+
+/** Opens (creating if needed) the configured SQLite store. */
+function openForWriting(config: RunwardenFileConfig): SqliteRunStore {
+  const { path, busyTimeoutMs } = config.storage.sqlite;
+  mkdirSync(dirname(path), { recursive: true });
+  return new SqliteRunStore({ path, busyTimeoutMs });
+}
+
+/** Opens an existing store; a missing file is an error rather than a new empty database. */
+function openExisting(config: RunwardenFileConfig): SqliteRunStore {
+  const { path, busyTimeoutMs } = config.storage.sqlite;
+  if (!existsSync(path)) {
+    throw new RunwardenError(
+      'STORE_NOT_FOUND',
+      `No run store at ${path}: nothing has been launched with this configuration yet${config.file ? ` (${config.file})` : ' (no runwarden.yaml here; pass --config or --store)'}.`,
+    );
+  }
+  return new SqliteRunStore({ path, busyTimeoutMs });
+}
+
+function makeLauncher(config: RunwardenFileConfig, store: SqliteRunStore): ProcessRunLauncher {
+  const proc = config.launcher.process;
+  const configured = proc.command;
+  return new ProcessRunLauncher({
+    store,
+    command:
+      configured ??
+      ((run: RunRecord) => {
+        throw new LaunchError(
+          run.runId,
+          `No worker command for run ${run.runId}: it has no ${COMMAND_TAG} tag and launcher.process.command is not configured.`,
+        );
+      }),
+    cwd: proc.cwd,
+    env: proc.env,
+    logDir: proc.logDir,
+    terminateGraceMs: proc.terminateGraceMs,
+    killWaitMs: proc.killWaitMs,
+    storeEnv: { [STORE_ENV]: storeUrlOf(config) },
+  });
+}
+
+/** The monitor (and XState with it) is only loaded by the commands that need it. */
+async function newMonitor(options: RunMonitorOptions) {
+  const { createRunMonitor } = await import('./monitor.js');
+  return createRunMonitor(options);
+}
+
+async function closing<T>(store: SqliteRunStore, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } finally {
+    await store.close();
+  }
+}
+
+function print(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+// --- monitor ---------------------------------------------------------------------------------------------
+
+export async function monitorCommand(options: StoreOptions & { logLevel?: string }): Promise<void> {
+  const config = resolveConfig(options);
+  const { pino } = await import('pino');
+  const logger = pino(
+    { name: 'runwarden', level: options.logLevel ?? 'info', timestamp: pino.stdTimeFunctions.isoTime },
+    pino.destination({ fd: 1, sync: true }),
+  );
+  const store = openForWriting(config);
+  const launcher = makeLauncher(config, store);
+  const monitor = await newMonitor({ store, launcher, config: config.monitor, logger });
+
+  let stopRequested!: (signal: string) => void;
+  const stopping = new Promise<string>((resolve) => {
+    stopRequested = resolve;
+  });
+  const onSignal = (signal: NodeJS.Signals) => stopRequested(signal);
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  // The monitor's own timers keep the process alive; this covers `enabled: false`.
+  const keepAlive = setInterval(() => {}, 1 << 30);
+
+  try {
+    await monitor.start();
+    logger.info(
+      {
+        store: config.storage.sqlite.path,
+        config: config.file ?? '(defaults)',
+        logDir: config.launcher.process.logDir,
+      },
+      'runwarden monitor running; stop it with SIGTERM or SIGINT',
+    );
+    const signal = await stopping;
+    logger.info({ signal }, 'Stopping the monitor (run workers keep running).');
+    // A second signal while stopping: give up waiting.
+    process.once('SIGTERM', () => process.exit(143));
+    process.once('SIGINT', () => process.exit(130));
+    await monitor.stop();
+  } finally {
+    clearInterval(keepAlive);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    await store.close();
+  }
+  logger.info('runwarden monitor stopped.');
+}
+
+// --- launch ----------------------------------------------------------------------------------------------
+
+export async function launchCommand(
+  command: string[],
+  options: StoreOptions & { tag?: Record<string, string>; runId?: string; json?: boolean },
+): Promise<void> {
+  const config = resolveConfig(options);
+  if (command.length === 0 && !config.launcher.process.command) {
+    throw new UsageError(
+      'Nothing to launch: give the worker command after --, e.g. runwarden launch -- node worker.js (or set launcher.process.command in runwarden.yaml).',
+    );
+  }
+  const tags: Record<string, string> = { ...options.tag };
+  if (command.length > 0) tags[COMMAND_TAG] = JSON.stringify(command);
+  const store = openForWriting(config);
+  await closing(store, async () => {
+    const launcher = makeLauncher(config, store);
+    const monitor = await newMonitor({ store, launcher, config: config.monitor });
+    const run = await store.createRun({ runId: options.runId, tags });
+    const launched = await monitor.launch(run.runId);
+    if (options.json) print(JSON.stringify({ ...launched, logPath: launcher.logPath(run.runId) }, null, 2));
+    else print(launched.runId);
+  });
+}
+
+// --- runs ------------------------------------------------------------------------------------------------
+
+export async function runsCommand(
+  options: StoreOptions & { status?: string[]; limit?: number; json?: boolean },
+): Promise<void> {
+  const statuses = parseStatuses(options.status ?? []);
+  const config = resolveConfig(options);
+  const store = openExisting(config);
+  const runs = await closing(store, async () => {
+    const all: RunRecord[] = [];
+    let afterRunId: string | undefined;
+    for (;;) {
+      const page = await store.listRuns({ statuses, limit: 1000, afterRunId });
+      all.push(...page);
+      if (page.length < 1000) break;
+      afterRunId = page.at(-1)!.runId;
+    }
+    all.sort((a, b) => b.createdAt - a.createdAt || (a.runId < b.runId ? -1 : 1));
+    return all.slice(0, options.limit ?? 50);
+  });
+  if (options.json) {
+    print(JSON.stringify(runs, null, 2));
+    return;
+  }
+  if (runs.length === 0) {
+    print(statuses ? `No runs in ${statuses.join(', ')}.` : 'No runs yet.');
+    return;
+  }
+  print(
+    formatTable(
+      ['RUN ID', 'STATUS', 'RESUMES', 'FAILURE REASON', 'CREATED', 'COMMAND'],
+      runs.map((run) => [
+        run.runId,
+        run.status,
+        String(run.resumeAttempts),
+        run.tags[TAGS.failureReason] ?? '-',
+        time(run.createdAt),
+        commandText(run.tags[COMMAND_TAG]),
+      ]),
+    ),
+  );
+}
+
+function parseStatuses(values: string[]): RunStatus[] | undefined {
+  if (values.length === 0) return undefined;
+  return values.map((value) => {
+    const status = value.toUpperCase() as RunStatus;
+    if (!RUN_STATUSES.includes(status)) {
+      throw new UsageError(
+        `Unknown status ${JSON.stringify(value)} for --status: expected one of ${RUN_STATUSES.join(', ')}.`,
+      );
+    }
+    return status;
+  });
+}
+
+function commandText(tag: string | undefined): string {
+  if (tag === undefined) return '(configured command)';
+  try {
+    const argv = JSON.parse(tag) as unknown;
+    if (Array.isArray(argv))
+      return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(String(a)) ? a : JSON.stringify(a))).join(' ');
+  } catch {
+    // show it as stored
+  }
+  return tag;
+}
+
+// --- events ----------------------------------------------------------------------------------------------
+
+export async function eventsCommand(
+  runId: string,
+  options: StoreOptions & { json?: boolean },
+): Promise<void> {
+  const config = resolveConfig(options);
+  const store = openExisting(config);
+  const events = await closing(store, () => store.getEvents(runId));
+  if (options.json) {
+    print(JSON.stringify(events, null, 2));
+    return;
+  }
+  print(
+    formatTable(
+      ['SEQ', 'TIME', 'TYPE', 'MESSAGE'],
+      events.map((event) => [String(event.seq), time(event.at), event.type, oneLine(event.message)]),
+    ),
+  );
+}
+
+// --- cancel ----------------------------------------------------------------------------------------------
+
+export async function cancelCommand(
+  runId: string,
+  options: StoreOptions & { json?: boolean },
+): Promise<void> {
+  const config = resolveConfig(options);
+  const store = openExisting(config);
+  const run = await closing(store, async () => {
+    const current = await store.getRun(runId);
+    if (!current) throw new RunNotFoundError(runId);
+    if (isTerminal(current.status)) {
+      throw new RunwardenError(
+        'NOT_CANCELABLE',
+        `Run ${runId} has already ended (${current.status}); there is nothing to cancel.`,
+      );
+    }
+    const launcher = makeLauncher(config, store);
+    if (current.status === 'CANCELING') {
+      // Canceled before: make sure the worker got the message (an earlier `cancel` may have been interrupted).
+      await launcher.terminate(current);
+      return (await store.getRun(runId)) ?? current;
+    }
+    const monitor = await newMonitor({ store, launcher, config: config.monitor });
+    return monitor.cancel(runId);
+  });
+  if (options.json) {
+    print(JSON.stringify(run, null, 2));
+    return;
+  }
+  if (run.status === 'CANCELING') {
+    const seconds = config.monitor.cancelTimeoutSeconds;
+    print(
+      `Run ${runId} is CANCELING: its worker was asked to stop${seconds > 0 ? `; the monitor marks it CANCELED after ${seconds} seconds if the worker does not report first` : ''}.`,
+    );
+  } else {
+    print(`Run ${runId} is ${run.status}.`);
+  }
+}

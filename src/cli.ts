@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// The `runwarden` command. Only commander is loaded up front (so --help is instant); each command imports
+// what it needs. Errors are one line on stderr and a non-zero exit code: 1 for a failed operation, 2 for a
+// bad invocation or configuration.
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+
+const program = new Command('runwarden')
+  .description(
+    'Run monitoring for TypeScript hosts: start, cancel and runtime timeouts, crash detection and resume.',
+  )
+  .version(packageVersion(), '-V, --version')
+  .enablePositionalOptions()
+  .showSuggestionAfterError()
+  .addHelpText(
+    'after',
+    `
+Configuration is read from ./runwarden.yaml when it exists (or the file given with --config, or
+$RUNWARDEN_CONFIG); without one, runs are kept in ./.runwarden/runs.db. See docs/operations.md.
+
+Try it:  runwarden demo`,
+  );
+
+/** --config and --store, shared by every command that opens the store. */
+function storeOptions(command: Command): Command {
+  return command
+    .addOption(
+      new Option('-c, --config <file>', 'config file (default: ./runwarden.yaml if it exists)').env(
+        'RUNWARDEN_CONFIG',
+      ),
+    )
+    .option(
+      '-s, --store <url>',
+      'store URL, overriding the config file (e.g. sqlite:/var/lib/runwarden/runs.db)',
+    );
+}
+
+storeOptions(
+  program
+    .command('monitor')
+    .description('run the monitoring daemon until SIGTERM or SIGINT')
+    .addOption(
+      new Option('--log-level <level>', 'log level')
+        .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+        .default('info'),
+    ),
+).action(async (options) => {
+  const { monitorCommand } = await import('./cli-commands.js');
+  await monitorCommand(options);
+});
+
+storeOptions(
+  program
+    .command('launch')
+    .description('create a run and start its worker: runwarden launch [options] -- CMD [ARGS...]')
+    .argument(
+      '[command...]',
+      'the worker command and its arguments (after --); default: launcher.process.command',
+    )
+    .addOption(
+      new Option(
+        '-t, --tag <key=value>',
+        'tag the run (repeatable), e.g. --tag runwarden/max_runtime=3600',
+      ).argParser(collectTag),
+    )
+    .option('--run-id <id>', 'the run id (default: a random UUID)')
+    .option('--json', 'print the launched run as JSON')
+    .passThroughOptions(),
+).action(async (command: string[], options) => {
+  const { launchCommand } = await import('./cli-commands.js');
+  await launchCommand(command, options);
+});
+
+storeOptions(
+  program
+    .command('runs')
+    .description('list runs, newest first')
+    .addOption(
+      new Option(
+        '--status <statuses>',
+        'only runs in these statuses (comma-separated, repeatable)',
+      ).argParser(collectList),
+    )
+    .option('-n, --limit <n>', 'show at most this many runs', positiveInt, 50)
+    .option('--json', 'print the runs as a JSON array'),
+).action(async (options) => {
+  const { runsCommand } = await import('./cli-commands.js');
+  await runsCommand(options);
+});
+
+storeOptions(
+  program
+    .command('events')
+    .description("show a run's event log, oldest first")
+    .argument('<run-id>', 'the run')
+    .option('--json', 'print the events as a JSON array'),
+).action(async (runId: string, options) => {
+  const { eventsCommand } = await import('./cli-commands.js');
+  await eventsCommand(runId, options);
+});
+
+storeOptions(
+  program
+    .command('cancel')
+    .description('cancel a run: CANCELING, then SIGTERM to its worker (SIGKILL after the grace period)')
+    .argument('<run-id>', 'the run')
+    .option('--json', 'print the run as JSON afterwards'),
+).action(async (runId: string, options) => {
+  const { cancelCommand } = await import('./cli-commands.js');
+  await cancelCommand(runId, options);
+});
+
+program
+  .command('demo')
+  .description('show every monitoring behaviour with real worker processes, in a temporary directory (~10 s)')
+  .option('--keep', 'keep the demo database and logs, and print where they are')
+  .action(async (options) => {
+    const { runDemo } = await import('./demo/demo.js');
+    const ok = await runDemo({ keep: options.keep === true });
+    if (!ok) process.exitCode = 1;
+  });
+
+function collectTag(value: string, previous: Record<string, string> | undefined): Record<string, string> {
+  const at = value.indexOf('=');
+  if (at <= 0) throw new InvalidArgumentError(`expected key=value, got ${JSON.stringify(value)}.`);
+  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
+}
+
+function collectList(value: string, previous: string[] | undefined): string[] {
+  return [
+    ...(previous ?? []),
+    ...value
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  ];
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new InvalidArgumentError(`expected a whole number >= 1, got ${value}.`);
+  return n;
+}
+
+function packageVersion(): string {
+  // dist/src/cli.js → package.json two levels up (src/cli.ts → one level up when run from source).
+  for (const rel of ['../../package.json', '../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'runwarden' && pkg.version) return pkg.version;
+    } catch {
+      // try the next location
+    }
+  }
+  return 'unknown';
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  const { reportError } = await import('./cli-output.js');
+  process.exitCode = reportError(error);
+}

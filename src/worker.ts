@@ -1,0 +1,505 @@
+// The run-worker SDK (`runwarden/worker`): what a program started by a launcher calls to report on its run.
+//
+//   const run = await startRunWorker();            // reads RUNWARDEN_RUN_ID, RUNWARDEN_STORE, reports STARTED
+//   const rows = await run.step('extract', () => extract());
+//   await run.step('load', ({ signal }) => load(rows, { signal }));
+//   await run.succeed();
+//
+// Steps are recorded in the run's event log, so a worker the monitor started again after a crash (a resume)
+// skips the steps that already finished. A cancel reaches the worker as SIGTERM: the current step sees
+// `run.signal` abort, finishes its cleanup, and the worker reports CANCELED — unless the monitor owns the
+// outcome (max runtime exceeded, start timeout), in which case the worker just exits.
+//
+// This module imports no XState and no monitor code: a worker loads only the store it writes to.
+import { errorText } from '../machines/messages.js';
+import { RunNotFoundError, RunwardenError } from './errors.js';
+import { openStore, STORE_ENV } from './store-url.js';
+import { isTerminal, type RunRecord, type RunStore, TAGS } from './types.js';
+
+/** Environment variables a launcher gives a run worker (ProcessRunLauncher sets all three). */
+export const RUN_WORKER_ENV = {
+  runId: 'RUNWARDEN_RUN_ID',
+  resumeAttempt: 'RUNWARDEN_RESUME_ATTEMPT',
+  store: STORE_ENV,
+} as const;
+
+/** `data.status` of the step events a worker appends. Only `completed` matters to a resumed worker. */
+export type StepEventStatus = 'started' | 'completed' | 'skipped' | 'failed' | 'canceled';
+
+/** `data` of a step's ENGINE_EVENTs. */
+export interface StepEventData {
+  step: string;
+  status: StepEventStatus;
+  attempt: number;
+  durationMs?: number;
+  /** The step's return value, when it was JSON-serialisable (completed events only). */
+  result?: unknown;
+  /** False when the step returned something JSON can't hold: a resumed worker then gets `undefined`. */
+  resultRecorded?: boolean;
+  error?: string;
+}
+
+/**
+ * Where heartbeats will plug in (a later issue). A heartbeat would let the monitor tell a hung worker from a
+ * busy one on launchers that cannot see processes. Today the SDK calls `start` once the run is STARTED and
+ * `stop` when the worker reports a final status or exits; `noHeartbeat` does nothing.
+ */
+export interface WorkerHeartbeat {
+  start(context: HeartbeatContext): void | Promise<void>;
+  stop(): void | Promise<void>;
+}
+
+export interface HeartbeatContext {
+  runId: string;
+  attempt: number;
+  store: RunStore;
+  /** Aborts when the worker is canceled or finishes. */
+  signal: AbortSignal;
+}
+
+/** The default heartbeat: none. */
+export const noHeartbeat: WorkerHeartbeat = Object.freeze({
+  start() {},
+  stop() {},
+});
+
+export interface StartRunWorkerOptions {
+  /** Default: `RUNWARDEN_RUN_ID`. */
+  runId?: string;
+  /** Default: `RUNWARDEN_RESUME_ATTEMPT`, else 0. */
+  resumeAttempt?: number;
+  /**
+   * A store instance (the worker does not close it) or a store URL such as `sqlite:/var/lib/runwarden/runs.db`
+   * (opened and closed by the worker). Default: `RUNWARDEN_STORE`.
+   */
+  store?: RunStore | string;
+  /** Where the defaults above are read. Default: process.env. */
+  env?: Record<string, string | undefined>;
+  /** Install the SIGTERM handler. Default true. Turn it off only if your program handles SIGTERM itself. */
+  handleSignals?: boolean;
+  /** How the worker ends the process after a SIGTERM. Default: process.exit. */
+  exit?: (code: number) => void;
+  /** Where SIGTERM is listened for. Default: process (tests pass an EventEmitter and emit 'SIGTERM'). */
+  signals?: SignalSource;
+  heartbeat?: WorkerHeartbeat;
+}
+
+/** The part of `process` the worker listens on for SIGTERM. */
+export interface SignalSource {
+  on(signal: 'SIGTERM', listener: () => void): unknown;
+  off(signal: 'SIGTERM', listener: () => void): unknown;
+}
+
+export interface StepContext {
+  /** Aborts when the run is canceled: stop work, clean up, then return or throw. */
+  signal: AbortSignal;
+  /** 0 for the first worker, then the resume attempt. */
+  attempt: number;
+  runId: string;
+}
+
+/** Thrown by `step()` once the run is being canceled, and by startRunWorker for a run canceled before it started. */
+export class RunCanceledError extends RunwardenError {
+  constructor(readonly runId: string) {
+    super('RUN_CANCELED', `Run ${runId} was canceled.`);
+  }
+}
+
+/** Exit code after a SIGTERM the monitor answers for (128 + SIGTERM), as a shell reports it. */
+const EXIT_TERMINATED = 143;
+
+interface CompletedStep {
+  result: unknown;
+}
+
+export class RunWorker {
+  readonly runId: string;
+  /** 0 for the first worker, then the resume attempt that started this one. */
+  readonly attempt: number;
+  /** Aborts when the run is being canceled (SIGTERM after a cancel). Pass it to whatever can be interrupted. */
+  readonly signal: AbortSignal;
+
+  private readonly controller = new AbortController();
+  private readonly completed = new Map<string, CompletedStep>();
+  private readonly used = new Set<string>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly heartbeat: WorkerHeartbeat;
+  private readonly exit: (code: number) => void;
+  private readonly signals: SignalSource;
+  private handlingSignals = false;
+  private finished = false;
+  private canceled = false;
+  private released = false;
+  private termination: Promise<void> | undefined;
+
+  /** @internal Use startRunWorker(). */
+  constructor(
+    readonly store: RunStore,
+    private readonly ownsStore: boolean,
+    options: {
+      runId: string;
+      attempt: number;
+      heartbeat: WorkerHeartbeat;
+      exit: (code: number) => void;
+      signals: SignalSource;
+    },
+  ) {
+    this.runId = options.runId;
+    this.attempt = options.attempt;
+    this.signal = this.controller.signal;
+    this.heartbeat = options.heartbeat;
+    this.exit = options.exit;
+    this.signals = options.signals;
+  }
+
+  /** True once this worker was resumed by the monitor after an earlier worker of the run died. */
+  get resumed(): boolean {
+    return this.attempt > 0;
+  }
+
+  /** Whether a step of this name finished in an earlier attempt (and will be skipped). */
+  isCompleted(name: string): boolean {
+    return this.completed.has(name);
+  }
+
+  /**
+   * Runs `fn` as the step `name` and records it in the event log. A step that an earlier worker of this run
+   * completed is skipped: its recorded result is returned instead (undefined if it was not JSON-serialisable).
+   * Step names must be unique within a run. Throws RunCanceledError once the run is being canceled.
+   */
+  async step<T>(name: string, fn: (context: StepContext) => T | Promise<T>): Promise<T> {
+    if (typeof name !== 'string' || name === '') {
+      throw new RunwardenError('INVALID_STEP', 'A step name must be a non-empty string.');
+    }
+    if (this.used.has(name)) {
+      throw new RunwardenError(
+        'DUPLICATE_STEP',
+        `Step ${JSON.stringify(name)} was already run by this worker: step names must be unique within a run, or a resumed worker could not tell them apart.`,
+      );
+    }
+    this.assertRunning();
+    this.used.add(name);
+    const done = this.completed.get(name);
+    if (done) {
+      await this.record(`Step ${name} skipped: completed by an earlier attempt.`, {
+        step: name,
+        status: 'skipped',
+        attempt: this.attempt,
+      });
+      return done.result as T;
+    }
+    const work = this.runStep(name, fn);
+    this.inFlight.add(work);
+    try {
+      return await work;
+    } finally {
+      this.inFlight.delete(work);
+    }
+  }
+
+  /** Appends an ENGINE_EVENT to the run's event log. */
+  async log(message: string, data?: unknown): Promise<void> {
+    await this.store.appendEvent(this.runId, { type: 'ENGINE_EVENT', message, data });
+  }
+
+  /** Reports SUCCESS, then releases the store. If the run is being canceled, waits for that instead. */
+  async succeed(message = 'Run succeeded.'): Promise<RunRecord | undefined> {
+    if (this.termination) return this.waitForTermination();
+    this.assertRunning();
+    this.finished = true;
+    try {
+      const run = await this.store.transition(this.runId, { to: 'SUCCESS', message });
+      return run ?? (await this.store.getRun(this.runId));
+    } finally {
+      await this.release();
+    }
+  }
+
+  /** Reports FAILURE with the error's message, then releases the store. If the run is being canceled, waits for that instead. */
+  async fail(error: unknown): Promise<RunRecord | undefined> {
+    if (this.termination) return this.waitForTermination();
+    this.assertRunning();
+    this.finished = true;
+    try {
+      const text = errorText(error);
+      await this.store.appendEvent(this.runId, {
+        type: 'ENGINE_EVENT',
+        message: `Run worker failed: ${text}`,
+        data: { error: text, stack: error instanceof Error ? error.stack : undefined, attempt: this.attempt },
+      });
+      const run = await this.store.transition(this.runId, { to: 'FAILURE', message: `Run failed: ${text}` });
+      return run ?? (await this.store.getRun(this.runId));
+    } finally {
+      await this.release();
+    }
+  }
+
+  /** Releases the store and the signal handler without reporting anything (the monitor will see the worker gone). */
+  async close(): Promise<void> {
+    this.finished = true;
+    await this.release();
+  }
+
+  // --- internals -------------------------------------------------------------------------------------------
+
+  /** @internal */
+  async begin(handleSignals: boolean): Promise<void> {
+    if (handleSignals) {
+      this.signals.on('SIGTERM', this.onSigterm);
+      this.handlingSignals = true;
+    }
+    let run = await this.mustGetRun();
+    if (run.status === 'STARTING') {
+      const started = await this.store.transition(this.runId, {
+        to: 'STARTED',
+        from: ['STARTING'],
+        message: `Run worker started (pid ${process.pid}${this.attempt > 0 ? `, attempt ${this.attempt}` : ''}).`,
+      });
+      run = started ?? (await this.mustGetRun());
+    } else if (run.status === 'STARTED') {
+      // The monitor resumed this run after its worker died: the run stays STARTED and max runtime keeps
+      // counting from the first start.
+      await this.store.appendEvent(this.runId, {
+        type: 'ENGINE_EVENT',
+        message: `Run worker resumed (attempt ${this.attempt})`,
+        data: { attempt: this.attempt, pid: process.pid },
+      });
+    }
+    if (run.status === 'CANCELING') {
+      if (ownedByMonitor(run)) {
+        throw new RunwardenError(
+          'RUN_NOT_RUNNABLE',
+          `Run ${this.runId} is being stopped by the monitor (${run.tags[TAGS.cancelReason] ?? 'CANCELING'}); this worker has nothing to do.`,
+        );
+      }
+      await this.cancelRun();
+      throw new RunCanceledError(this.runId);
+    }
+    if (run.status !== 'STARTED') {
+      throw new RunwardenError(
+        'RUN_NOT_RUNNABLE',
+        isTerminal(run.status)
+          ? `Run ${this.runId} has already ended (${run.status}); this worker has nothing to do.`
+          : `Run ${this.runId} is ${run.status}: a worker can only start a run that was launched (STARTING) or resume a STARTED one.`,
+      );
+    }
+    for (const event of await this.store.getEvents(this.runId, { types: ['ENGINE_EVENT'] })) {
+      const data = event.data as Partial<StepEventData> | undefined;
+      if (data && typeof data.step === 'string' && data.status === 'completed') {
+        this.completed.set(data.step, { result: data.result });
+      }
+    }
+    await this.heartbeat.start({
+      runId: this.runId,
+      attempt: this.attempt,
+      store: this.store,
+      signal: this.signal,
+    });
+  }
+
+  private async runStep<T>(name: string, fn: (context: StepContext) => T | Promise<T>): Promise<T> {
+    const startedAt = Date.now();
+    await this.record(`Step ${name} started.`, { step: name, status: 'started', attempt: this.attempt });
+    let result: T;
+    try {
+      result = await fn({ signal: this.signal, attempt: this.attempt, runId: this.runId });
+    } catch (error) {
+      const canceled = this.canceled;
+      await this.record(
+        canceled
+          ? `Step ${name} stopped: the run is being canceled.`
+          : `Step ${name} failed: ${errorText(error)}`,
+        {
+          step: name,
+          status: canceled ? 'canceled' : 'failed',
+          attempt: this.attempt,
+          durationMs: Date.now() - startedAt,
+          error: errorText(error),
+        },
+      ).catch(() => {});
+      throw error;
+    }
+    const data: StepEventData = {
+      step: name,
+      status: 'completed',
+      attempt: this.attempt,
+      durationMs: Date.now() - startedAt,
+    };
+    const recorded = toJson(result);
+    if (recorded.ok) data.result = recorded.value;
+    else data.resultRecorded = false;
+    await this.record(`Step ${name} completed.`, data);
+    return result;
+  }
+
+  private async record(message: string, data: StepEventData): Promise<void> {
+    await this.store.appendEvent(this.runId, { type: 'ENGINE_EVENT', message, data });
+  }
+
+  private readonly onSigterm = () => {
+    if (this.termination) return;
+    this.termination = this.terminate();
+  };
+
+  /** SIGTERM: leave the outcome to the monitor, or finish the current step's cleanup and report CANCELED. */
+  private async terminate(): Promise<void> {
+    let run: RunRecord | undefined;
+    try {
+      run = await this.store.getRun(this.runId);
+    } catch {
+      run = undefined;
+    }
+    if (this.finished || !run || run.status !== 'CANCELING' || ownedByMonitor(run)) {
+      // Max runtime, start timeout, a host shutting down: the monitor decides what the run becomes.
+      this.finished = true;
+      await this.release().catch(() => {});
+      this.exit(EXIT_TERMINATED);
+      return;
+    }
+    await this.cancelRun();
+  }
+
+  private async cancelRun(): Promise<void> {
+    this.canceled = true;
+    this.controller.abort(new RunCanceledError(this.runId));
+    // Let every running step see the signal and clean up.
+    await Promise.allSettled([...this.inFlight]);
+    this.finished = true;
+    try {
+      await this.store.transition(this.runId, {
+        to: 'CANCELED',
+        from: ['CANCELING'],
+        message: `Run canceled: its worker (pid ${process.pid}) stopped after the cancel request.`,
+      });
+    } finally {
+      await this.release().catch(() => {});
+      this.exit(0);
+    }
+  }
+
+  private async waitForTermination(): Promise<RunRecord | undefined> {
+    await this.termination;
+    return undefined;
+  }
+
+  private assertRunning(): void {
+    if (this.canceled) throw new RunCanceledError(this.runId);
+    if (this.finished) {
+      throw new RunwardenError(
+        'RUN_WORKER_FINISHED',
+        `Run ${this.runId}: this worker already reported its final status.`,
+      );
+    }
+  }
+
+  private async mustGetRun(): Promise<RunRecord> {
+    const run = await this.store.getRun(this.runId);
+    if (!run) throw new RunNotFoundError(this.runId);
+    return run;
+  }
+
+  private async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.handlingSignals) this.signals.off('SIGTERM', this.onSigterm);
+    this.handlingSignals = false;
+    // Anything still listening (a step started without awaiting it) learns the worker is done.
+    if (!this.signal.aborted) {
+      this.controller.abort(
+        new RunwardenError('RUN_WORKER_FINISHED', `Run ${this.runId}: the worker has finished.`),
+      );
+    }
+    try {
+      await this.heartbeat.stop();
+    } finally {
+      if (this.ownsStore) await this.store.close?.();
+    }
+  }
+}
+
+/**
+ * Starts reporting for the run this process was launched for: reads the environment, opens the store,
+ * reports STARTED (a resumed worker finds the run STARTED already and logs `Run worker resumed (attempt N)`),
+ * and installs the SIGTERM handler. Throws when the run does not exist, has ended, or is being stopped.
+ */
+export async function startRunWorker(options: StartRunWorkerOptions = {}): Promise<RunWorker> {
+  const env = options.env ?? process.env;
+  const runId = options.runId ?? env[RUN_WORKER_ENV.runId];
+  if (!runId) {
+    throw new RunwardenError(
+      'WORKER_ENV_MISSING',
+      `${RUN_WORKER_ENV.runId} is not set: a run worker is started by a Runwarden launcher (or pass { runId }).`,
+    );
+  }
+  const attempt = options.resumeAttempt ?? parseAttempt(env[RUN_WORKER_ENV.resumeAttempt]);
+  const storeOption = options.store ?? env[RUN_WORKER_ENV.store];
+  if (storeOption === undefined || storeOption === '') {
+    throw new RunwardenError(
+      'WORKER_ENV_MISSING',
+      `${RUN_WORKER_ENV.store} is not set: a run worker needs the store location (e.g. sqlite:/var/lib/runwarden/runs.db), or pass { store }.`,
+    );
+  }
+  const owns = typeof storeOption === 'string';
+  const store = owns ? openStore(storeOption) : storeOption;
+  const worker = new RunWorker(store, owns, {
+    runId,
+    attempt,
+    heartbeat: options.heartbeat ?? noHeartbeat,
+    exit: options.exit ?? ((code) => process.exit(code)),
+    signals: options.signals ?? process,
+  });
+  try {
+    await worker.begin(options.handleSignals !== false);
+  } catch (error) {
+    await worker.close().catch(() => {});
+    throw error;
+  }
+  return worker;
+}
+
+/**
+ * startRunWorker, then `main(run)`; reports SUCCESS when it returns and FAILURE when it throws (a cancel
+ * ends the run CANCELED instead). Sets process.exitCode to 1 on failure.
+ */
+export async function runWorker(
+  main: (run: RunWorker) => unknown | Promise<unknown>,
+  options: StartRunWorkerOptions = {},
+): Promise<void> {
+  const run = await startRunWorker(options);
+  try {
+    await main(run);
+  } catch (error) {
+    await run.fail(error);
+    process.exitCode = 1;
+    return;
+  }
+  await run.succeed();
+}
+
+/** The monitor answers for a CANCELING run it moved there itself (max runtime): the worker must not report CANCELED. */
+function ownedByMonitor(run: RunRecord): boolean {
+  return run.tags[TAGS.cancelReason] === 'MAX_RUNTIME_EXCEEDED';
+}
+
+function parseAttempt(text: string | undefined): number {
+  if (text === undefined || text === '') return 0;
+  const attempt = Number(text);
+  if (!Number.isInteger(attempt) || attempt < 0) {
+    throw new RunwardenError(
+      'WORKER_ENV_INVALID',
+      `${RUN_WORKER_ENV.resumeAttempt} must be a whole number >= 0; got ${JSON.stringify(text)}.`,
+    );
+  }
+  return attempt;
+}
+
+function toJson(value: unknown): { ok: true; value: unknown } | { ok: false } {
+  if (value === undefined) return { ok: true, value: undefined };
+  try {
+    const text = JSON.stringify(value);
+    if (text === undefined) return { ok: false };
+    return { ok: true, value: JSON.parse(text) };
+  } catch {
+    return { ok: false };
+  }
+}

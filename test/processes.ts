@@ -1,0 +1,125 @@
+// Helpers for the tests that run real processes against the built package (test/global-setup.ts).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { inject } from 'vitest';
+import { PID_START_TAG, PID_TAG } from '../src/process-launcher.js';
+import type { RunStore } from '../src/types.js';
+
+export const NODE = process.execPath;
+
+/** A file of the built package, e.g. built('src/cli.js'). */
+export function built(path: string): string {
+  return join(inject('runwardenBuild'), path);
+}
+
+export const WORKER_FIXTURE = fileURLToPath(new URL('./fixtures/run-worker.mjs', import.meta.url));
+
+/** The argv of a test worker (test/fixtures/run-worker.mjs) in `mode`. */
+export function workerCommand(mode: string, ...args: string[]): string[] {
+  return [NODE, WORKER_FIXTURE, built('src/worker.js'), mode, ...args];
+}
+
+export function tempDir(prefix: string): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI to completion. */
+export function runCli(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(NODE, [built('src/cli.js'), ...args], {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(
+        new Error(`runwarden ${args.join(' ')} did not finish within ${options.timeoutMs ?? 15_000} ms`),
+      );
+    }, options.timeoutMs ?? 15_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Polls `check` until it returns something other than undefined/false, or fails after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 10_000,
+  intervalMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/**
+ * SIGKILLs the process group of every worker recorded in the store (test cleanup), and the given processes.
+ * A recorded worker is only signalled while its pid still has the recorded start time (not a reused pid).
+ */
+export async function killWorkers(store: RunStore, extraPids: Iterable<number> = []): Promise<void> {
+  const pids = new Set(extraPids);
+  for (const run of await store.listRuns().catch(() => [])) {
+    const pid = Number(run.tags[PID_TAG]);
+    if (pid > 1 && startTime(pid) === run.tags[PID_START_TAG]) pids.add(pid);
+  }
+  for (const pid of pids) {
+    if (pid <= 1 || pid === process.pid) continue;
+    for (const target of [-pid, pid]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+/** Field 22 of /proc/<pid>/stat (after the parenthesised command name), or undefined. */
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
