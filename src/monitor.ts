@@ -4,7 +4,6 @@
 import { pino } from 'pino';
 import {
   type Actor,
-  type ActorSystem,
   type AnyActorRef,
   createActor,
   type EventObject,
@@ -470,7 +469,7 @@ interface Delayed {
  * sees them as before). Not kept: the copy of pending events in system.getSnapshot(), which the monitor
  * never persists (deadlines come from stored timestamps). Left alone if XState's internals differ.
  */
-function indexDelayedEvents(system: ActorSystem<any>): void {
+function indexDelayedEvents(system: AnyActorRef['system']): void {
   const relay = (system as unknown as { _relay?: (source: AnyActorRef, target: AnyActorRef, event: EventObject) => void })
     ._relay;
   const clock = system._clock;
