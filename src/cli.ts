@@ -112,7 +112,9 @@ storeOptions(
 
 program
   .command('demo')
-  .description('show every monitoring behaviour with real worker processes, in a temporary directory (~10 s)')
+  .description(
+    'show every monitoring behaviour with real worker processes, in a temporary directory (a few seconds)',
+  )
   .option('--keep', 'keep the demo database and logs, and print where they are')
   .action(async (options) => {
     const { runDemo } = await import('./demo/demo.js');
