@@ -313,7 +313,12 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       );
     }
     const starting = await tracker.track(
-      store.transition(runId, { to: 'STARTING', from: ['NOT_STARTED', 'QUEUED'], at: clock.now() }),
+      store.transition(runId, {
+        to: 'STARTING',
+        from: ['NOT_STARTED', 'QUEUED'],
+        at: clock.now(),
+        message: 'Launching run.',
+      }),
     );
     if (!starting) {
       const now = await mustGetRun(runId);
