@@ -195,6 +195,8 @@ export const runMachine = setup({
       params.status === 'TERMINAL'
         ? STATUS_RANK[context.run.status] === STATUS_RANK.SUCCESS
         : context.run.status === params.status,
+    cancelingForMaxRuntime: ({ context }) =>
+      context.run.status === 'CANCELING' && context.run.tags[TAGS.cancelReason] === 'MAX_RUNTIME_EXCEEDED',
     statusMoved: ({ context, event }) =>
       event.type === 'run.updated' && newerRun(context.run, event.run).status !== context.run.status,
     hasInvalidMaxRuntimeTag: ({ context }) => context.invalidMaxRuntimeTag !== undefined,
@@ -243,6 +245,10 @@ export const runMachine = setup({
         { guard: { type: 'hasStatus', params: { status: 'QUEUED' } }, target: 'queued' },
         { guard: { type: 'hasStatus', params: { status: 'STARTING' } }, target: 'starting' },
         { guard: { type: 'hasStatus', params: { status: 'STARTED' } }, target: 'started' },
+        // CANCELING because the monitor itself was ending the run for max runtime (a store error, or a
+        // monitor that died, interrupted it): finish that job — terminate, then FAILURE — rather than
+        // letting the cancel timeout end it CANCELED.
+        { guard: 'cancelingForMaxRuntime', target: 'exceedingMaxRuntime.terminating' },
         { target: 'canceling' },
       ],
     },

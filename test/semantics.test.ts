@@ -713,6 +713,45 @@ describe('fixes found in review', () => {
   });
 });
 
+describe('max runtime, interrupted', () => {
+  it('a monitor restarted after CANCELING for max runtime terminates and fails the run (not the cancel timeout)', async () => {
+    const clock = newClock();
+    const store = new MemoryRunStore({ clock });
+    const { runId } = await store.createRun({ tags: { [TAGS.maxRuntime]: '10' } });
+    await store.transition(runId, { to: 'STARTING' });
+    await store.transition(runId, { to: 'STARTED' });
+    // What the previous monitor wrote before it died.
+    await store.transition(runId, {
+      to: 'CANCELING',
+      message: messages.maxRuntimeCanceling(10),
+      tags: { [TAGS.cancelReason]: 'MAX_RUNTIME_EXCEEDED' },
+    });
+    const h = await harness({ clock, store });
+    expect(h.launcher.calls.terminate).toEqual([runId]);
+    expect(await h.status(runId)).toBe('FAILURE');
+    expect(await h.failureReason(runId)).toBe('MAX_RUNTIME_EXCEEDED');
+    expect(await h.messagesOf(runId, 'RUN_FAILURE')).toEqual([messages.maxRuntimeExceeded(10)]);
+  });
+
+  it('a busy store during the final FAILURE write still ends the run MAX_RUNTIME_EXCEEDED', async () => {
+    const clock = newClock();
+    const store = new MemoryRunStore({ clock });
+    const transition = store.transition.bind(store);
+    let failures = 1;
+    store.transition = async (id, change) => {
+      if (change.to === 'FAILURE' && failures-- > 0) throw new RunwardenError('STORE_BUSY', 'database is locked');
+      return transition(id, change);
+    };
+    const h = await harness({ clock, store, config: { storeRetrySeconds: 5 } });
+    const runId = await h.startedRun({ [TAGS.maxRuntime]: '10' });
+    await h.advance(10 * SECOND);
+    expect(await h.status(runId)).toBe('CANCELING');
+    await h.advance(5 * SECOND);
+    expect(await h.status(runId)).toBe('FAILURE');
+    expect(await h.failureReason(runId)).toBe('MAX_RUNTIME_EXCEEDED');
+  });
+});
+
 describe('time base', () => {
   it('uses the injected clock for every stored timestamp', async () => {
     const h = await harness();

@@ -15,7 +15,7 @@ import {
   type WriteStatusOutput,
 } from '../../machines/run.machine.js';
 import { runSettings } from '../../src/monitor.js';
-import { ALLOWED_MOVES, type RunRecord, type RunStatus } from '../../src/types.js';
+import { ALLOWED_MOVES, type RunRecord, type RunStatus, TAGS } from '../../src/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
 
 export type RunSnapshot = ReturnType<typeof runMachine.transition>;
@@ -23,7 +23,7 @@ export type ModelEvent = { type: string; [key: string]: unknown };
 
 /** What each effect state does, so the generator knows its outcomes and the replay how to cause them. */
 export type Effect =
-  | { kind: 'write'; to: RunStatus }
+  | { kind: 'write'; to: RunStatus; tags?: Record<string, string> }
   | { kind: 'append' }
   | { kind: 'read' }
   | { kind: 'count' }
@@ -38,7 +38,11 @@ export const EFFECTS: Record<string, Effect> = {
   'run.started.resuming.launchingWorker': { kind: 'launcher', call: 'resume' },
   'run.started.resuming.reportingResumeFailure': { kind: 'append' },
   'run.started.resuming.stoppingResumedWorker': { kind: 'launcher', call: 'terminate' },
-  'run.exceedingMaxRuntime.canceling': { kind: 'write', to: 'CANCELING' },
+  'run.exceedingMaxRuntime.canceling': {
+    kind: 'write',
+    to: 'CANCELING',
+    tags: { [TAGS.cancelReason]: 'MAX_RUNTIME_EXCEEDED' },
+  },
   'run.exceedingMaxRuntime.terminating': { kind: 'launcher', call: 'terminate' },
   'run.exceedingMaxRuntime.reportingTerminateException': { kind: 'append' },
   'run.canceling.markingCanceled': { kind: 'write', to: 'CANCELED' },
@@ -133,7 +137,8 @@ export function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
     events.push({ type: `xstate.error.actor.${invokeId}`, error: new Error('model: effect failed') });
     switch (effect.kind) {
       case 'write': {
-        events.push(done({ applied: true, run: moved(run, effect.to) }));
+        const written = moved(run, effect.to);
+        events.push(done({ applied: true, run: { ...written, tags: { ...written.tags, ...effect.tags } } }));
         // The compare-and-set loses to a write that landed first.
         for (const to of ALLOWED_MOVES[run.status].filter((s) => s !== effect.to)) {
           events.push(done({ applied: false, run: moved(run, to) }));
@@ -171,6 +176,7 @@ export function serialize(snapshot: RunSnapshot): string {
     snapshot.value,
     snapshot.status,
     c.run.status,
+    c.run.tags[TAGS.cancelReason],
     c.run.resumeAttempts,
     c.unknownStreak,
     c.failure?.reason,
