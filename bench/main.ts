@@ -1,0 +1,327 @@
+// npm run bench [-- --sizes 1000,10000,100000 --json --reps 3 ...]
+// Runs every measurement of issue 4 in its own fresh Node process (node --expose-gc), beside its baselines,
+// and prints a table (or, with --json, one JSON object on stdout). Progress goes to stderr.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { median } from './lib.js';
+
+const { values: args } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '1000,10000,100000' },
+    json: { type: 'boolean', default: false },
+    reps: { type: 'string', default: '3' },
+    'long-reps': { type: 'string', default: '1' },
+    'stop-max': { type: 'string', default: '10000' },
+    scenarios: { type: 'string', default: 'track,lateness,health,restore' },
+    'naive-max': { type: 'string', default: '2000' },
+    'window-ms': { type: 'string', default: '10000' },
+    'dagster-interval-ms': { type: 'string', default: '1000' },
+    concurrency: { type: 'string', default: '100' },
+    'check-ms': { type: 'string', default: '5' },
+    'cpu-prof': { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+});
+
+if (args.help) {
+  process.stdout.write(`npm run bench -- [options]
+  --sizes 1000,10000,100000   run counts to measure
+  --json                      print one JSON object instead of the table
+  --reps 3                    repetitions of track and restore (medians are reported)
+  --long-reps 1               repetitions of lateness and health, whose one run yields a distribution
+  --stop-max 10000            largest N at which track also times stop() (quadratic in XState; 60 s at 100k)
+  --scenarios track,lateness,health,restore
+  --naive-max 2000            largest N for the naive XState baseline (quadratic: 8,000 runs take 23 s)
+  --window-ms 10000           lateness window
+  --dagster-interval-ms 1000  the Dagster-style loop's interval (Dagster's default is 120 s)
+  --concurrency 100           health checks in flight (healthCheckConcurrency)
+  --check-ms 5                duration of one health check
+  --cpu-prof DIR              run the Runwarden workers under node --cpu-prof, profiles in DIR
+`);
+  process.exit(0);
+}
+
+const sizes = String(args.sizes)
+  .split(',')
+  .map((s) => Number(s.trim()))
+  .filter((n) => Number.isInteger(n) && n > 0);
+const reps = Number(args.reps);
+const longReps = Number(args['long-reps']);
+const stopMax = Number(args['stop-max']);
+const scenarios = new Set(String(args.scenarios).split(','));
+const naiveMax = Number(args['naive-max']);
+const windowMs = Number(args['window-ms']);
+const worker = fileURLToPath(new URL('./worker.js', import.meta.url));
+const began = Date.now();
+
+type Sample = Record<string, unknown>;
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+/** Runs one measurement in a fresh process and returns its JSON result. */
+function measure(label: string, argv: string[], profile: boolean): Promise<Sample> {
+  const flags = ['--expose-gc'];
+  if (profile && args['cpu-prof']) flags.push('--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`);
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const child = spawn(process.execPath, [...flags, worker, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const line = out.trim().split('\n').at(-1) ?? '';
+      if (code !== 0 || !line) {
+        reject(new Error(`${label}: worker exited with ${code}`));
+        return;
+      }
+      const sample = JSON.parse(line) as Sample;
+      log(`  ${label}: ${summary(sample)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      resolve(sample);
+    });
+  });
+}
+
+function summary(sample: Sample): string {
+  return Object.entries(sample)
+    .map(([k, v]) =>
+      typeof v === 'number'
+        ? `${k}=${round(v)}`
+        : v && typeof v === 'object' && 'p99' in v
+          ? `${k}.p50/p99/max=${round((v as Stats).p50)}/${round((v as Stats).p99)}/${round((v as Stats).max)}`
+          : '',
+    )
+    .filter(Boolean)
+    .join(' ');
+}
+
+interface Stats {
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+const round = (v: number) => (Math.abs(v) >= 100 ? Math.round(v) : Math.round(v * 100) / 100);
+
+/** Field-by-field median of several samples (nested objects too). */
+function medianOf(samples: Sample[]): Sample {
+  const first = samples[0] ?? {};
+  const out: Sample = {};
+  for (const [key, value] of Object.entries(first)) {
+    if (typeof value === 'number') out[key] = median(samples.map((s) => s[key] as number));
+    else if (value && typeof value === 'object') out[key] = medianOf(samples.map((s) => s[key] as Sample));
+    else out[key] = value;
+  }
+  return out;
+}
+
+type Variant = 'runwarden' | 'floor' | 'naive' | 'dagster';
+type Results = Record<string, Partial<Record<Variant, { median: Sample; samples: Sample[] }>>>;
+
+async function repeat(
+  results: Results,
+  scenario: string,
+  variant: Variant,
+  n: number,
+  times: number,
+  extra: string[],
+): Promise<void> {
+  const samples: Sample[] = [];
+  for (let r = 0; r < times; r++) {
+    samples.push(
+      await measure(`${scenario} ${variant} N=${n} #${r + 1}`, [scenario, variant, String(n), ...extra], variant === 'runwarden'),
+    );
+  }
+  (results[scenario] ??= {})[variant] = { median: medianOf(samples), samples };
+}
+
+async function main() {
+  const all: Record<number, Results> = {};
+  const tmp = mkdtempSync(join(os.tmpdir(), 'runwarden-bench-'));
+  try {
+    for (const n of sizes) {
+      const results: Results = {};
+      all[n] = results;
+      const naive = n <= naiveMax;
+      log(`N = ${n}${naive ? '' : ` (naive XState skipped: N > --naive-max ${naiveMax})`}`);
+      const variants: Variant[] = naive ? ['runwarden', 'floor', 'naive'] : ['runwarden', 'floor'];
+      if (scenarios.has('track')) {
+        const options = JSON.stringify({ measureStop: n <= stopMax });
+        for (const v of variants) await repeat(results, 'track', v, n, reps, [options]);
+      }
+      if (scenarios.has('lateness')) {
+        const options = JSON.stringify({ windowMs, dagsterIntervalMs: Number(args['dagster-interval-ms']) });
+        for (const v of [...variants, 'dagster' as const])
+          await repeat(results, 'lateness', v, n, longReps, [options]);
+      }
+      if (scenarios.has('health')) {
+        const options = JSON.stringify({ concurrency: Number(args.concurrency), checkMs: Number(args['check-ms']) });
+        for (const v of variants) await repeat(results, 'health', v, n, longReps, [options]);
+      }
+      if (scenarios.has('restore')) {
+        const file = join(tmp, `restore-${n}.db`);
+        await measure(`prepare SQLite N=${n}`, ['prepare-sqlite', '-', String(n), file], false);
+        for (const v of variants) await repeat(results, 'restore', v, n, reps, [file]);
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  const report = buildReport(all);
+  if (args.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+  else process.stdout.write(renderTable(report));
+}
+
+// --- report ----------------------------------------------------------------------------------------------
+
+const TARGETS_AT_100K = {
+  trackMs: 3000,
+  bytesPerRun: 3072,
+  latenessP99Ms: 25,
+  healthTimerLatenessMaxMs: 100,
+  restoreMs: 5000,
+};
+
+interface Row {
+  metric: string;
+  unit: string;
+  runwarden?: number;
+  floor?: number;
+  naive?: number;
+  dagster?: number;
+  target?: number;
+}
+
+function pick(results: Results, scenario: string, variant: Variant, path: string): number | undefined {
+  let value: unknown = results[scenario]?.[variant]?.median;
+  for (const key of path.split('.')) value = (value as Record<string, unknown> | undefined)?.[key];
+  return typeof value === 'number' && Number.isFinite(value) ? value : undefined;
+}
+
+const ROWS: { metric: string; unit: string; scenario: string; path: string; target?: number }[] = [
+  { metric: 'track: start() until all armed', unit: 'ms', scenario: 'track', path: 'trackMs', target: TARGETS_AT_100K.trackMs },
+  { metric: 'memory: retained heap per run', unit: 'B', scenario: 'track', path: 'bytesPerRun', target: TARGETS_AT_100K.bytesPerRun },
+  { metric: 'stop() with all runs armed', unit: 'ms', scenario: 'track', path: 'stopMs' },
+  { metric: 'deadline lateness p50', unit: 'ms', scenario: 'lateness', path: 'lateness.p50' },
+  { metric: 'deadline lateness p99', unit: 'ms', scenario: 'lateness', path: 'lateness.p99', target: TARGETS_AT_100K.latenessP99Ms },
+  { metric: 'deadline lateness max', unit: 'ms', scenario: 'lateness', path: 'lateness.max' },
+  { metric: 'CPU during the lateness window', unit: 'ms', scenario: 'lateness', path: 'cpuMs' },
+  { metric: 'health poll wall time', unit: 'ms', scenario: 'health', path: 'pollMs' },
+  { metric: 'timer lateness during poll p99', unit: 'ms', scenario: 'health', path: 'timerLateness.p99' },
+  { metric: 'timer lateness during poll max', unit: 'ms', scenario: 'health', path: 'timerLateness.max', target: TARGETS_AT_100K.healthTimerLatenessMaxMs },
+  { metric: 'event-loop lag during poll max', unit: 'ms', scenario: 'health', path: 'loopLag.max' },
+  { metric: 'restore from SQLite (cold process)', unit: 'ms', scenario: 'restore', path: 'restoreMs', target: TARGETS_AT_100K.restoreMs },
+];
+
+function buildReport(all: Record<number, Results>) {
+  const tables: Record<string, Row[]> = {};
+  for (const [n, results] of Object.entries(all)) {
+    tables[n] = ROWS.filter((r) => results[r.scenario]).map((r) => ({
+      metric: r.metric,
+      unit: r.unit,
+      runwarden: pick(results, r.scenario, 'runwarden', r.path),
+      floor: pick(results, r.scenario, 'floor', r.path),
+      naive: pick(results, r.scenario, 'naive', r.path),
+      dagster: pick(results, r.scenario, 'dagster', r.path),
+      target: Number(n) === 100_000 ? r.target : undefined,
+    }));
+  }
+  // Growth between consecutive sizes: cost ∝ N^k; N log N between 10k and 100k is k ≈ 1.10.
+  const growth: Record<string, Record<string, number | undefined>> = {};
+  const ns = Object.keys(all)
+    .map(Number)
+    .sort((a, b) => a - b);
+  for (let i = 1; i < ns.length; i++) {
+    const [a, b] = [ns[i - 1] as number, ns[i] as number];
+    const k = (va?: number, vb?: number) =>
+      va && vb && va > 0 && vb > 0 ? Math.log(vb / va) / Math.log(b / a) : undefined;
+    const total = (n: number, s: string, p: string) => {
+      const v = pick(all[n] as Results, s, 'runwarden', p);
+      return v === undefined ? undefined : v * n;
+    };
+    growth[`${a}->${b}`] = {
+      nLogN: Math.log((b * Math.log(b)) / (a * Math.log(a))) / Math.log(b / a),
+      track: k(pick(all[a] as Results, 'track', 'runwarden', 'trackMs'), pick(all[b] as Results, 'track', 'runwarden', 'trackMs')),
+      memory: k(total(a, 'track', 'bytesPerRun'), total(b, 'track', 'bytesPerRun')),
+      stop: k(pick(all[a] as Results, 'track', 'runwarden', 'stopMs'), pick(all[b] as Results, 'track', 'runwarden', 'stopMs')),
+      healthPoll: k(pick(all[a] as Results, 'health', 'runwarden', 'pollMs'), pick(all[b] as Results, 'health', 'runwarden', 'pollMs')),
+      restore: k(pick(all[a] as Results, 'restore', 'runwarden', 'restoreMs'), pick(all[b] as Results, 'restore', 'runwarden', 'restoreMs')),
+      latenessCpu: k(pick(all[a] as Results, 'lateness', 'runwarden', 'cpuMs'), pick(all[b] as Results, 'lateness', 'runwarden', 'cpuMs')),
+    };
+  }
+  return {
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      loadAverage: os.loadavg(),
+      totalMemoryMB: Math.round(os.totalmem() / 2 ** 20),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+    },
+    settings: {
+      sizes,
+      reps,
+      longReps,
+      stopMax,
+      naiveMax,
+      windowMs,
+      dagsterIntervalMs: Number(args['dagster-interval-ms']),
+      healthCheckConcurrency: Number(args.concurrency),
+      checkMs: Number(args['check-ms']),
+    },
+    targetsAt100k: TARGETS_AT_100K,
+    tables,
+    growth,
+    results: all,
+    durationSeconds: Math.round((Date.now() - began) / 1000),
+  };
+}
+
+function renderTable(report: ReturnType<typeof buildReport>): string {
+  const f = (v?: number) => (v === undefined ? '–' : v >= 100 ? String(Math.round(v)) : v.toFixed(1));
+  const ratio = (v?: number, floor?: number) =>
+    v === undefined || !floor ? '–' : `${(v / floor).toFixed(v / floor >= 10 ? 0 : 1)}×`;
+  const lines: string[] = [];
+  const m = report.machine;
+  lines.push(`Runwarden benchmark — ${m.cpus} × ${m.cpuModel}, Node ${m.node}, load ${m.loadAverage.map((l) => l.toFixed(1)).join(' ')}`);
+  lines.push(
+    `medians of ${reps} runs (lateness and health: ${longReps}); ratios are to the floor (a Map of setTimeout handles)\n`,
+  );
+  for (const [n, rows] of Object.entries(report.tables)) {
+    lines.push(`N = ${Number(n).toLocaleString('en-US')}`);
+    const header = ['metric', 'runwarden', '×floor', 'floor', 'naive XState', '×floor', 'dagster loop', 'target'];
+    const body = rows.map((r) => [
+      `${r.metric} (${r.unit})`,
+      f(r.runwarden),
+      ratio(r.runwarden, r.floor),
+      f(r.floor),
+      f(r.naive),
+      ratio(r.naive, r.floor),
+      f(r.dagster),
+      r.target === undefined ? '' : `≤ ${r.target}${r.runwarden !== undefined ? (r.runwarden <= r.target ? ' ✓' : ' ✗') : ''}`,
+    ]);
+    const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] as string).length)));
+    const fmt = (row: string[]) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join('  ');
+    lines.push(fmt(header), ...body.map(fmt), '');
+  }
+  for (const [range, g] of Object.entries(report.growth)) {
+    const parts = Object.entries(g)
+      .filter(([k, v]) => k !== 'nLogN' && v !== undefined)
+      .map(([k, v]) => `${k} ${(v as number).toFixed(2)}`);
+    lines.push(`growth exponent N ${range} (N log N = ${(g.nLogN as number).toFixed(2)}): ${parts.join(', ')}`);
+  }
+  lines.push(`\n(${report.durationSeconds} s)`);
+  return `${lines.join('\n')}\n`;
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

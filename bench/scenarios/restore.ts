@@ -1,0 +1,120 @@
+// restore: a cold process opens a SQLite file holding N active runs and start()s a monitor over it, until
+// every run's deadline timer is armed. The file is written once per size by prepareSqlite.
+import Database from 'better-sqlite3';
+import { createRunMonitor } from '../../src/monitor.js';
+import { SqliteRunStore } from '../../src/sqlite-store.js';
+import { createNaiveMonitor } from '../naive.js';
+import { FakeLauncher } from '../../src/testing/index.js';
+import { ACTIVE_STATUSES, type RunStatus } from '../../src/types.js';
+import {
+  countingClock,
+  deadlineOf,
+  FAR_SECONDS,
+  MIX,
+  pages,
+  populate,
+  RUN_TIMER_MIN_MS,
+  runIdOf,
+} from '../lib.js';
+
+export type RestoreVariant = 'runwarden' | 'naive' | 'floor';
+
+export interface RestoreResult {
+  /** From opening the store until the N-th run deadline was armed. */
+  restoreMs: number;
+  /** Process uptime at that moment: includes starting Node and loading the modules. */
+  uptimeMs: number;
+}
+
+/**
+ * Writes N active runs (the MIX of statuses) to a new SQLite file. The first runs go through the store's
+ * API; through the API 100k runs take half a minute, so the rest are copies of those rows and their events
+ * (column for column, whatever the schema holds) with the run id changed, in one transaction.
+ */
+export async function prepareSqlite(n: number, path: string): Promise<{ ms: number }> {
+  const t0 = performance.now();
+  const store = SqliteRunStore.open(path);
+  const base = Date.now();
+  const templates = Math.min(n, MIX.length);
+  await populate(store, templates, (i) => MIX[i % MIX.length] as RunStatus, () => base);
+  await store.close();
+  const db = new Database(path);
+  try {
+    const copyRows = (table: string, skip: string[]) => {
+      const columns = (db.prepare(`SELECT name FROM pragma_table_info('${table}')`).all() as { name: string }[])
+        .map((c) => c.name)
+        .filter((c) => !skip.includes(c));
+      const select = db.prepare(`SELECT ${columns.join(', ')} FROM ${table} WHERE run_id = ?`);
+      const insert = db.prepare(
+        `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`,
+      );
+      const rowsOf = Array.from({ length: templates }, (_, t) => select.all(runIdOf(t)) as object[]);
+      return (i: number) => {
+        for (const row of rowsOf[i % templates] ?? []) insert.run({ ...row, run_id: runIdOf(i) });
+      };
+    };
+    const copyRun = copyRows('runs', []);
+    const copyEvents = copyRows('events', ['seq']);
+    db.transaction(() => {
+      for (let i = templates; i < n; i++) {
+        copyRun(i);
+        copyEvents(i);
+      }
+    })();
+  } finally {
+    db.close();
+  }
+  // Read back through the store: the copies must look like runs the API wrote.
+  const check = SqliteRunStore.open(path);
+  const last = await check.getRun(runIdOf(n - 1));
+  const listed = (await check.listRuns({ statuses: [...ACTIVE_STATUSES] })).length;
+  await check.close();
+  if (listed !== n || last?.status !== MIX[(n - 1) % MIX.length]) {
+    throw new Error(`prepareSqlite: expected ${n} active runs, the store lists ${listed}`);
+  }
+  return { ms: performance.now() - t0 };
+}
+
+export async function restore(variant: RestoreVariant, n: number, path: string): Promise<RestoreResult> {
+  let armedAt = Number.NaN;
+  let resolveArmed!: () => void;
+  const armed = new Promise<void>((resolve) => {
+    resolveArmed = resolve;
+  });
+  const onTarget = () => {
+    armedAt = performance.now();
+    resolveArmed();
+  };
+  const t0 = performance.now();
+  const store = SqliteRunStore.open(path);
+  if (variant === 'floor') {
+    const timers = new Map<string, NodeJS.Timeout>();
+    let count = 0;
+    for await (const page of pages(store, [...ACTIVE_STATUSES])) {
+      for (const run of page) {
+        const { runId } = run;
+        timers.set(
+          runId,
+          setTimeout(() => timers.delete(runId), Math.max(0, deadlineOf(run, FAR_SECONDS) - Date.now())),
+        );
+        if (++count === n) onTarget();
+      }
+    }
+  } else {
+    const clock = countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget);
+    const config = {
+      startTimeoutSeconds: FAR_SECONDS,
+      cancelTimeoutSeconds: FAR_SECONDS,
+      maxRuntimeSeconds: FAR_SECONDS,
+    };
+    const launcher = new FakeLauncher();
+    const monitor =
+      variant === 'naive'
+        ? createNaiveMonitor({ store, launcher, clock, config })
+        : createRunMonitor({ store, launcher, clock, config });
+    await monitor.start();
+  }
+  await armed;
+  // performance.now() counts from the process's start.
+  return { restoreMs: armedAt - t0, uptimeMs: armedAt };
+}
