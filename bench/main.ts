@@ -2,7 +2,7 @@
 // Runs every measurement of issue 4 in its own fresh Node process (node --expose-gc), beside its baselines,
 // and prints a table (or, with --json, one JSON object on stdout). Progress goes to stderr.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,8 @@ const { values: args } = parseArgs({
     concurrency: { type: 'string', default: '100' },
     'check-ms': { type: 'string', default: '5' },
     'cpu-prof': { type: 'string' },
+    markdown: { type: 'boolean', default: false },
+    from: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -41,6 +43,8 @@ if (args.help) {
   --concurrency 100           health checks in flight (healthCheckConcurrency)
   --check-ms 5                duration of one health check
   --cpu-prof DIR              run the Runwarden workers under node --cpu-prof, profiles in DIR
+  --markdown                  print the tables as Markdown (docs/performance.md)
+  --from FILE.json            render a report saved with --json instead of measuring
 `);
   process.exit(0);
 }
@@ -143,6 +147,11 @@ async function repeat(
 }
 
 async function main() {
+  if (args.from) {
+    const saved = JSON.parse(readFileSync(args.from, 'utf8')) as ReturnType<typeof buildReport>;
+    process.stdout.write(args.json ? `${JSON.stringify(saved)}\n` : render(saved));
+    return;
+  }
   const all: Record<number, Results> = {};
   const tmp = mkdtempSync(join(os.tmpdir(), 'runwarden-bench-'));
   try {
@@ -175,8 +184,11 @@ async function main() {
     rmSync(tmp, { recursive: true, force: true });
   }
   const report = buildReport(all);
-  if (args.json) process.stdout.write(`${JSON.stringify(report)}\n`);
-  else process.stdout.write(renderTable(report));
+  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : render(report));
+}
+
+function render(report: ReturnType<typeof buildReport>): string {
+  return args.markdown ? renderMarkdown(report) : renderTable(report);
 }
 
 // --- report ----------------------------------------------------------------------------------------------
@@ -212,7 +224,8 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
   { metric: 'deadline lateness p50', unit: 'ms', scenario: 'lateness', path: 'lateness.p50' },
   { metric: 'deadline lateness p99', unit: 'ms', scenario: 'lateness', path: 'lateness.p99', target: TARGETS_AT_100K.latenessP99Ms },
   { metric: 'deadline lateness max', unit: 'ms', scenario: 'lateness', path: 'lateness.max' },
-  { metric: 'CPU during the lateness window', unit: 'ms', scenario: 'lateness', path: 'cpuMs' },
+  { metric: 'lateness: armed after 1st deadline', unit: 'ms', scenario: 'lateness', path: 'armedLateMs' },
+  { metric: 'CPU from 1st deadline to last failure', unit: 'ms', scenario: 'lateness', path: 'cpuMs' },
   { metric: 'health poll wall time', unit: 'ms', scenario: 'health', path: 'pollMs' },
   { metric: 'timer lateness during poll p99', unit: 'ms', scenario: 'health', path: 'timerLateness.p99' },
   { metric: 'timer lateness during poll max', unit: 'ms', scenario: 'health', path: 'timerLateness.max', target: TARGETS_AT_100K.healthTimerLatenessMaxMs },
@@ -292,7 +305,7 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
   const m = report.machine;
   lines.push(`Runwarden benchmark — ${m.cpus} × ${m.cpuModel}, Node ${m.node}, load ${m.loadAverage.map((l) => l.toFixed(1)).join(' ')}`);
   lines.push(
-    `medians of ${reps} runs (lateness and health: ${longReps}); ratios are to the floor (a Map of setTimeout handles)\n`,
+    `medians of ${report.settings.reps} runs (lateness and health: ${report.settings.longReps}); ratios are to the floor (a Map of setTimeout handles)\n`,
   );
   for (const [n, rows] of Object.entries(report.tables)) {
     lines.push(`N = ${Number(n).toLocaleString('en-US')}`);
@@ -318,6 +331,36 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
     lines.push(`growth exponent N ${range} (N log N = ${(g.nLogN as number).toFixed(2)}): ${parts.join(', ')}`);
   }
   lines.push(`\n(${report.durationSeconds} s)`);
+  return `${lines.join('\n')}\n`;
+}
+
+function renderMarkdown(report: ReturnType<typeof buildReport>): string {
+  const f = (v?: number) =>
+    v === undefined ? '–' : v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
+  const ratio = (v?: number, floor?: number) =>
+    v === undefined || !floor ? '' : ` (${(v / floor).toFixed(v / floor >= 10 ? 0 : 1)}×)`;
+  const lines: string[] = [];
+  for (const [n, rows] of Object.entries(report.tables)) {
+    lines.push(`**N = ${Number(n).toLocaleString('en-US')}**`, '');
+    lines.push('| metric | Runwarden (×floor) | floor | naive XState (×floor) | Dagster-style loop | target at 100k |');
+    lines.push('|---|--:|--:|--:|--:|---|');
+    for (const r of rows) {
+      const verdict =
+        r.target === undefined ? '' : `≤ ${r.target.toLocaleString('en-US')} ${r.runwarden !== undefined && r.runwarden <= r.target ? '✓' : '✗'}`;
+      lines.push(
+        `| ${r.metric} (${r.unit}) | ${f(r.runwarden)}${ratio(r.runwarden, r.floor)} | ${f(r.floor)} | ${f(r.naive)}${ratio(r.naive, r.floor)} | ${f(r.dagster)} | ${verdict} |`,
+      );
+    }
+    lines.push('');
+  }
+  lines.push('| growth exponent (cost ∝ N^k) | N log N | track | memory | stop | health poll | restore | lateness CPU |');
+  lines.push('|---|--:|--:|--:|--:|--:|--:|--:|');
+  for (const [range, g] of Object.entries(report.growth)) {
+    const k = (v?: number) => (v === undefined ? '–' : v.toFixed(2));
+    lines.push(
+      `| ${range} | ${k(g.nLogN)} | ${k(g.track)} | ${k(g.memory)} | ${k(g.stop)} | ${k(g.healthPoll)} | ${k(g.restore)} | ${k(g.latenessCpu)} |`,
+    );
+  }
   return `${lines.join('\n')}\n`;
 }
 
