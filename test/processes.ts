@@ -118,7 +118,15 @@ function startTime(pid: number): string | undefined {
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  // A killed process stays a zombie until its parent reaps it (late, under load); it is gone for every
+  // purpose here, as it is for ProcessRunLauncher. The state follows the parenthesised command name.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
   } catch {
     return false;
   }
