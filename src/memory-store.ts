@@ -1,7 +1,7 @@
+import { copyTags, describe, mergeTags } from './tags.js';
 import { randomUUID } from 'node:crypto';
 import {
   DuplicateRunError,
-  InvalidTagsError,
   InvalidTransitionError,
   RunNotFoundError,
   RunwardenError,
@@ -222,53 +222,13 @@ function validateRunId(runId: unknown): asserts runId is string {
   }
 }
 
-/** Validates tags (plain object, string values) and returns a copy the caller can no longer mutate. */
-export function copyTags(tags: unknown): Record<string, string> {
-  if (typeof tags !== 'object' || tags === null || Array.isArray(tags)) {
-    throw new InvalidTagsError(
-      `Tags must be an object of string keys to string values; got ${describe(tags)}.`,
-    );
-  }
-  const proto = Object.getPrototypeOf(tags);
-  if (proto !== Object.prototype && proto !== null) {
-    throw new InvalidTagsError(
-      `Tags must be a plain object of string keys to string values; got ${describe(tags)}.`,
-    );
-  }
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(tags)) {
-    if (typeof value !== 'string') {
-      throw new InvalidTagsError(
-        `Tag ${JSON.stringify(key)} must have a string value; got ${describe(value)}.`,
-      );
-    }
-    setTag(out, key, value);
-  }
-  return out;
-}
 
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
-  if (typeof value === 'object') return 'an object';
-  if (typeof value === 'undefined') return 'undefined';
-  return `${typeof value} ${String(value)}`;
-}
 
 function copyRecord(record: RunRecord): RunRecord {
   return { ...record, tags: mergeTags({}, record.tags) };
 }
 
-function mergeTags(target: Record<string, string>, tags: Record<string, string>): Record<string, string> {
-  for (const [key, value] of Object.entries(tags)) setTag(target, key, value);
-  return target;
-}
 
-/** defineProperty, not assignment: a "__proto__" tag must stay an ordinary key, not replace the prototype. */
-function setTag(target: Record<string, string>, key: string, value: string): void {
-  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
-}
 
 function copyEvent(event: RunEvent): RunEvent {
   const copy: RunEvent = { ...event };
@@ -311,3 +271,6 @@ function upperBoundSeq(events: RunEvent[], seq: number): number {
   }
   return lo;
 }
+
+// Kept for importers of the first release: copyTags now lives in tags.ts.
+export { copyTags };
