@@ -1,11 +1,10 @@
-import { copyTags, describe, mergeTags } from './tags.js';
 import { randomUUID } from 'node:crypto';
 import {
   DuplicateRunError,
   InvalidTransitionError,
   RunNotFoundError,
-  RunwardenError,
 } from './errors.js';
+import { assertEngineEvent, copyTags, mergeTags, validateRunId } from './store-input.js';
 import {
   ALLOWED_MOVES,
   type CreateRunInput,
@@ -126,13 +125,7 @@ export class MemoryRunStore implements RunStore {
 
   async appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent> {
     this.mustGet(runId);
-    // Status events only come from transition(), in the same step as the status change they describe.
-    if (event.type !== 'ENGINE_EVENT') {
-      throw new RunwardenError(
-        'INVALID_EVENT',
-        `appendEvent only appends ENGINE_EVENT; got ${JSON.stringify(event.type)} (status events come from transition()).`,
-      );
-    }
+    assertEngineEvent(event);
     const data = event.data === undefined ? undefined : structuredClone(event.data);
     return copyEvent(this.append(runId, 'ENGINE_EVENT', event.message, event.at ?? this.clock.now(), data));
   }
@@ -213,14 +206,6 @@ function isMove(from: RunStatus, to: RunStatus): boolean {
   return Object.hasOwn(ALLOWED_MOVES, from) && ALLOWED_MOVES[from].includes(to);
 }
 
-function validateRunId(runId: unknown): asserts runId is string {
-  if (typeof runId !== 'string' || runId.length === 0) {
-    throw new RunwardenError(
-      'INVALID_RUN_ID',
-      `A run id must be a non-empty string; got ${describe(runId)}.`,
-    );
-  }
-}
 
 
 
@@ -272,5 +257,5 @@ function upperBoundSeq(events: RunEvent[], seq: number): number {
   return lo;
 }
 
-// Kept for importers of the first release: copyTags now lives in tags.ts.
+// Kept for importers of the first release: copyTags now lives in store-input.ts.
 export { copyTags };

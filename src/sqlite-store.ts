@@ -1,4 +1,3 @@
-import { copyTags, describe, mergeTags } from './tags.js';
 import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import {
@@ -7,6 +6,7 @@ import {
   RunNotFoundError,
   RunwardenError,
 } from './errors.js';
+import { assertEngineEvent, copyTags, mergeTags, validateRunId } from './store-input.js';
 import {
   ALLOWED_MOVES,
   type CreateRunInput,
@@ -347,13 +347,7 @@ export class SqliteRunStore implements RunStore {
 
   async appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent> {
     return this.guard(() => {
-      // Status events only come from transition(), in the same step as the status change they describe.
-      if (event.type !== 'ENGINE_EVENT') {
-        throw new RunwardenError(
-          'INVALID_EVENT',
-          `appendEvent only appends ENGINE_EVENT; got ${JSON.stringify(event.type)} (status events come from transition()).`,
-        );
-      }
+      assertEngineEvent(event);
       const data = serializeData(event.data);
       const at = event.at ?? this.clock.now();
       return this.write(() => {
@@ -593,14 +587,6 @@ function isMove(from: RunStatus, to: RunStatus): boolean {
   return Object.hasOwn(ALLOWED_MOVES, from) && ALLOWED_MOVES[from].includes(to);
 }
 
-function validateRunId(runId: unknown): asserts runId is string {
-  if (typeof runId !== 'string' || runId.length === 0) {
-    throw new RunwardenError(
-      'INVALID_RUN_ID',
-      `A run id must be a non-empty string; got ${describe(runId)}.`,
-    );
-  }
-}
 
 
 

@@ -1,5 +1,7 @@
-// Tag validation and copying shared by the stores: one definition of what a valid tag set is.
-import { InvalidTagsError } from './errors.js';
+// Validation of what callers hand a RunStore, shared by every store: one definition of a valid run id,
+// tag set and appended event.
+import { InvalidTagsError, RunwardenError } from './errors.js';
+import type { EngineEventInput } from './types.js';
 
 /** Validates tags (plain object, string values) and returns a copy the caller can no longer mutate. */
 export function copyTags(tags: unknown): Record<string, string> {
@@ -43,4 +45,20 @@ export function describe(value: unknown): string {
   if (typeof value === 'object') return 'an object';
   if (typeof value === 'undefined') return 'undefined';
   return `${typeof value} ${String(value)}`;
+}
+
+export function validateRunId(runId: unknown): asserts runId is string {
+  if (typeof runId !== 'string' || runId.length === 0) {
+    throw new RunwardenError('INVALID_RUN_ID', `A run id must be a non-empty string; got ${describe(runId)}.`);
+  }
+}
+
+/** Status events only come from transition(), in the same step as the status change they describe. */
+export function assertEngineEvent(event: EngineEventInput): void {
+  if (event.type !== 'ENGINE_EVENT') {
+    throw new RunwardenError(
+      'INVALID_EVENT',
+      `appendEvent only appends ENGINE_EVENT; got ${JSON.stringify(event.type)} (status events come from transition()).`,
+    );
+  }
 }
