@@ -23,7 +23,7 @@ import {
   type WriteStatusInput,
   type WriteStatusOutput,
 } from '../machines/run.machine.js';
-import { shardMachine } from '../machines/shard.machine.js';
+import { failedRun, shardMachine } from '../machines/shard.machine.js';
 import {
   type PollHealthInput,
   type SupervisorEvent,
@@ -239,9 +239,10 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
   const providedShard = shardMachine.provide({
     actors: { run: providedRun },
     actions: {
-      reportRunActorError: ({ event }) => {
-        const { actorId, error } = event as { actorId: string; error: unknown };
-        logger.error({ runId: actorId, err: error }, messages.runActorFailed(actorId, errorText(error)));
+      reportRunActorError: ({ self, event }) => {
+        const { runId, error } = failedRun(self, event as { actorId: string; error: unknown });
+        const id = runId ?? 'unknown';
+        logger.error({ runId: id, err: error }, messages.runActorFailed(id, errorText(error)));
       },
     },
   });

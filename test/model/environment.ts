@@ -146,8 +146,9 @@ export class EdgeRecorder {
       }
       for (const t of event._transitions) edges.add(edgeKey(t));
     } else if (machineId === 'run' || machineId === 'supervisor') {
-      const snapshot = event.snapshot as unknown as { value: unknown; status: string };
-      const key = machineId === 'run' ? actor.id : machineId;
+      const snapshot = event.snapshot as unknown as { value: unknown; status: string; context: { run?: { runId: string } } };
+      // Run actors' ids are shard slot numbers; the run id is in their context.
+      const key = machineId === 'run' ? (snapshot.context.run?.runId ?? actor.id) : machineId;
       this.runStates.set(key, snapshot.status === 'done' ? 'done' : snapshot.value);
     }
   };

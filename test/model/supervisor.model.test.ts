@@ -165,6 +165,8 @@ describe('supervisor and shards: generated paths replayed against the real host'
       failures += 1;
       throw new Error('log sink is down');
     }) as never;
+    const errors: string[] = [];
+    logger.error = ((_: unknown, message: string) => errors.push(message)) as never;
     const env = await environment({ ...config, startTimeoutSeconds: 50 }, recorder, logger);
     try {
       await env.monitor.start();
@@ -174,6 +176,10 @@ describe('supervisor and shards: generated paths replayed against the real host'
       await env.store.outside(good.runId, { to: 'STARTING' });
       await env.settle();
       expect(failures).toBe(1);
+      // Run actors' child ids are shard slots: the report must still name the run.
+      expect(errors).toContain(
+        "The monitor's actor for run bad failed (log sink is down); the next poll will watch the run again.",
+      );
       await env.advance(POLL_SECONDS * 1000); // the sweep spawns the bad run's actor again
       expect(failures).toBe(2);
       expect(supervisorState()).toBe('waitingToPoll');
