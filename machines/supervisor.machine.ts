@@ -5,7 +5,7 @@ import { enqueueActions, fromCallback, setup, stopChild } from 'xstate';
 import type { HealthResult, RunRecord } from '../src/types.js';
 import { isTerminal, RUN_STATUSES } from '../src/types.js';
 import { newerRun, type RunInput, type RunMachineEvent } from './run.machine.js';
-import { runSystemId, type ShardParentEvent, shardMachine } from './shard.machine.js';
+import { type RunSpawn, runSystemId, type ShardParentEvent, shardMachine } from './shard.machine.js';
 
 export interface SupervisorInput {
   shardSize: number;
@@ -80,6 +80,14 @@ export const supervisorMachine = setup({
       }
 
       let { openShardId, openShardRuns, shardsOpened } = context;
+      // New runs go to their shard in one event per shard, sent before that shard is sealed.
+      let spawns: RunSpawn[] = [];
+      const sendSpawns = () => {
+        if (openShardId !== undefined && spawns.length > 0) {
+          enqueue.sendTo(openShardId, { type: 'runs.spawn', runs: spawns });
+        }
+        spawns = [];
+      };
       for (const { run, event: followUp } of routed) {
         // A malformed record from a store is reported and skipped; it must not stop the supervisor.
         const problem = recordProblem(run);
@@ -103,6 +111,7 @@ export const supervisorMachine = setup({
         }
         if (isTerminal(run.status)) continue;
         if (openShardId === undefined || openShardRuns >= context.shardSize) {
+          sendSpawns();
           if (openShardId !== undefined) enqueue.sendTo(openShardId, { type: 'shard.seal' });
           shardsOpened += 1;
           openShardId = `shard-${shardsOpened}`;
@@ -110,8 +119,9 @@ export const supervisorMachine = setup({
           enqueue.spawnChild('shard', { id: openShardId, input: { shardId: openShardId } });
         }
         openShardRuns += 1;
-        enqueue.sendTo(openShardId, { type: 'run.spawn', input, followUp });
+        spawns.push({ input, followUp });
       }
+      sendSpawns();
       if (openShardId !== context.openShardId || shardsOpened !== context.shardsOpened) {
         enqueue.assign({ openShardId, openShardRuns, shardsOpened });
       } else if (openShardRuns !== context.openShardRuns) {
