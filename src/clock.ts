@@ -3,15 +3,17 @@ import type { Clock } from './types.js';
 // Node fires a setTimeout longer than 2^31-1 ms at once; maximum runtimes of weeks are real, so chain.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-interface LongTimer {
+class LongTimer {
   handle: NodeJS.Timeout | undefined;
 }
 
 /** Real time, with delays of any length. The default clock of createRunMonitor. */
 export const realClock: Clock = {
   now: () => Date.now(),
-  setTimeout(fn: () => void, ms: number): LongTimer {
-    const timer: LongTimer = { handle: undefined };
+  setTimeout(fn: () => void, ms: number): NodeJS.Timeout | LongTimer {
+    // Almost every delay fits: those get Node's own timer, without a wrapper per armed deadline.
+    if (ms <= MAX_TIMER_MS) return setTimeout(fn, Math.max(0, ms));
+    const timer = new LongTimer();
     const dueAt = Date.now() + Math.max(0, ms);
     const arm = () => {
       const remaining = dueAt - Date.now();
@@ -25,8 +27,8 @@ export const realClock: Clock = {
     return timer;
   },
   clearTimeout(id: unknown): void {
-    const timer = id as LongTimer | undefined;
-    if (timer?.handle) clearTimeout(timer.handle);
+    if (id instanceof LongTimer) clearTimeout(id.handle);
+    else clearTimeout(id as NodeJS.Timeout | undefined);
   },
 };
 
