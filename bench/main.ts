@@ -126,7 +126,7 @@ function medianOf(samples: Sample[]): Sample {
   return out;
 }
 
-type Variant = 'runwarden' | 'floor' | 'naive' | 'dagster';
+type Variant = 'runwarden' | 'floor' | 'xstate' | 'naive' | 'dagster';
 type Results = Record<string, Partial<Record<Variant, { median: Sample; samples: Sample[] }>>>;
 
 async function repeat(
@@ -161,13 +161,15 @@ async function main() {
       const naive = n <= naiveMax;
       log(`N = ${n}${naive ? '' : ` (naive XState skipped: N > --naive-max ${naiveMax})`}`);
       const variants: Variant[] = naive ? ['runwarden', 'floor', 'naive'] : ['runwarden', 'floor'];
+      // The XState floor (bench/xstate-floor.ts) only where it is defined: arming actors and firing them.
+      const withXState: Variant[] = [...variants, 'xstate'];
       if (scenarios.has('track')) {
         const options = JSON.stringify({ measureStop: n <= stopMax });
-        for (const v of variants) await repeat(results, 'track', v, n, reps, [options]);
+        for (const v of withXState) await repeat(results, 'track', v, n, reps, [options]);
       }
       if (scenarios.has('lateness')) {
         const options = JSON.stringify({ windowMs, dagsterIntervalMs: Number(args['dagster-interval-ms']) });
-        for (const v of [...variants, 'dagster' as const])
+        for (const v of [...withXState, 'dagster' as const])
           await repeat(results, 'lateness', v, n, longReps, [options]);
       }
       if (scenarios.has('health')) {
@@ -177,7 +179,7 @@ async function main() {
       if (scenarios.has('restore')) {
         const file = join(tmp, `restore-${n}.db`);
         await measure(`prepare SQLite N=${n}`, ['prepare-sqlite', '-', String(n), file], false);
-        for (const v of variants) await repeat(results, 'restore', v, n, reps, [file]);
+        for (const v of withXState) await repeat(results, 'restore', v, n, reps, [file]);
       }
     }
   } finally {
@@ -206,6 +208,7 @@ interface Row {
   unit: string;
   runwarden?: number;
   floor?: number;
+  xstate?: number;
   naive?: number;
   dagster?: number;
   target?: number;
@@ -241,6 +244,7 @@ function buildReport(all: Record<number, Results>) {
       unit: r.unit,
       runwarden: pick(results, r.scenario, 'runwarden', r.path),
       floor: pick(results, r.scenario, 'floor', r.path),
+      xstate: pick(results, r.scenario, 'xstate', r.path),
       naive: pick(results, r.scenario, 'naive', r.path),
       dagster: pick(results, r.scenario, 'dagster', r.path),
       target: Number(n) === 100_000 ? r.target : undefined,
@@ -305,16 +309,18 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
   const m = report.machine;
   lines.push(`Runwarden benchmark — ${m.cpus} × ${m.cpuModel}, Node ${m.node}, load ${m.loadAverage.map((l) => l.toFixed(1)).join(' ')}`);
   lines.push(
-    `medians of ${report.settings.reps} runs (lateness and health: ${report.settings.longReps}); ratios are to the floor (a Map of setTimeout handles)\n`,
+    `medians of ${report.settings.reps} runs (lateness and health: ${report.settings.longReps}); ratios are to the floor (a Map of setTimeout handles) and to the XState floor (a minimal actor per run)\n`,
   );
   for (const [n, rows] of Object.entries(report.tables)) {
     lines.push(`N = ${Number(n).toLocaleString('en-US')}`);
-    const header = ['metric', 'runwarden', '×floor', 'floor', 'naive XState', '×floor', 'dagster loop', 'target'];
+    const header = ['metric', 'runwarden', '×floor', '×xstate', 'floor', 'XState floor', 'naive XState', '×floor', 'dagster loop', 'target'];
     const body = rows.map((r) => [
       `${r.metric} (${r.unit})`,
       f(r.runwarden),
       ratio(r.runwarden, r.floor),
+      ratio(r.runwarden, r.xstate),
       f(r.floor),
+      f(r.xstate),
       f(r.naive),
       ratio(r.naive, r.floor),
       f(r.dagster),
@@ -342,13 +348,13 @@ function renderMarkdown(report: ReturnType<typeof buildReport>): string {
   const lines: string[] = [];
   for (const [n, rows] of Object.entries(report.tables)) {
     lines.push(`**N = ${Number(n).toLocaleString('en-US')}**`, '');
-    lines.push('| metric | Runwarden (×floor) | floor | naive XState (×floor) | Dagster-style loop | target at 100k |');
-    lines.push('|---|--:|--:|--:|--:|---|');
+    lines.push('| metric | Runwarden (×floor) | floor | XState floor (×floor) | naive XState (×floor) | Dagster-style loop | target at 100k |');
+    lines.push('|---|--:|--:|--:|--:|--:|---|');
     for (const r of rows) {
       const verdict =
         r.target === undefined ? '' : `≤ ${r.target.toLocaleString('en-US')} ${r.runwarden !== undefined && r.runwarden <= r.target ? '✓' : '✗'}`;
       lines.push(
-        `| ${r.metric} (${r.unit}) | ${f(r.runwarden)}${ratio(r.runwarden, r.floor)} | ${f(r.floor)} | ${f(r.naive)}${ratio(r.naive, r.floor)} | ${f(r.dagster)} | ${verdict} |`,
+        `| ${r.metric} (${r.unit}) | ${f(r.runwarden)}${ratio(r.runwarden, r.floor)} | ${f(r.floor)} | ${f(r.xstate)}${ratio(r.xstate, r.floor)} | ${f(r.naive)}${ratio(r.naive, r.floor)} | ${f(r.dagster)} | ${verdict} |`,
       );
     }
     lines.push('');

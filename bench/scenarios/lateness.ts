@@ -1,9 +1,11 @@
 // deadline lateness: N STARTING runs whose start deadlines fall evenly over a window (10 s); for each run,
 // the time from its deadline to its RUN_FAILURE event. Variants: the monitor, naive XState (one parent),
 // the floor (a setTimeout per run) and a Dagster-style poll loop (scan every run every interval).
+import { realClock } from '../../src/clock.js';
 import { MemoryRunStore } from '../../src/memory-store.js';
 import { createRunMonitor } from '../../src/monitor.js';
 import { createNaiveMonitor } from '../naive.js';
+import { createXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import { type RunRecord, TAGS } from '../../src/types.js';
 import {
@@ -18,7 +20,7 @@ import {
   until,
 } from '../lib.js';
 
-export type LatenessVariant = 'runwarden' | 'naive' | 'floor' | 'dagster';
+export type LatenessVariant = 'runwarden' | 'naive' | 'floor' | 'xstate' | 'dagster';
 
 export interface LatenessOptions {
   windowMs?: number;
@@ -46,7 +48,7 @@ export async function lateness(
 ): Promise<LatenessResult> {
   const windowMs = options.windowMs ?? 10 * SECOND;
   // The monitor needs time to arm N actors (about 0.1 ms each here); the floor and the loop do not.
-  const armsActors = variant === 'runwarden' || variant === 'naive';
+  const armsActors = variant === 'runwarden' || variant === 'naive' || variant === 'xstate';
   const marginMs = options.marginMs ?? 2 * SECOND + (armsActors ? n * 0.12 : 0);
   const store = new MemoryRunStore();
   const launcher = new FakeLauncher();
@@ -87,6 +89,19 @@ export async function lateness(
     stop = () => {
       for (const handle of timers.values()) clearTimeout(handle);
     };
+  } else if (variant === 'xstate') {
+    // One effect per deadline where the monitor runs three (debug info, FAILURE, terminate): failStarting
+    // does FAILURE and terminate in one promise.
+    const floor = createXStateFloor({
+      store,
+      clock: realClock,
+      statuses: ['STARTING'],
+      deadlineOf: (run) => (run.launchedAt ?? run.updatedAt) + START_TIMEOUT_SECONDS * SECOND,
+      act: (run) => failStarting(store, launcher, run),
+    });
+    await floor.start();
+    markArmed();
+    stop = () => floor.stop();
   } else if (variant === 'dagster') {
     const loop = dagsterLoop(store, launcher, options.dagsterIntervalMs ?? SECOND);
     markArmed();

@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { createRunMonitor } from '../../src/monitor.js';
 import { SqliteRunStore } from '../../src/sqlite-store.js';
 import { createNaiveMonitor } from '../naive.js';
+import { createXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import { ACTIVE_STATUSES, type RunStatus } from '../../src/types.js';
 import {
@@ -17,7 +18,7 @@ import {
   runIdOf,
 } from '../lib.js';
 
-export type RestoreVariant = 'runwarden' | 'naive' | 'floor';
+export type RestoreVariant = 'runwarden' | 'naive' | 'floor' | 'xstate';
 
 export interface RestoreResult {
   /** From opening the store until the N-th run deadline was armed. */
@@ -100,6 +101,15 @@ export async function restore(variant: RestoreVariant, n: number, path: string):
         if (++count === n) onTarget();
       }
     }
+  } else if (variant === 'xstate') {
+    const floor = createXStateFloor({
+      store,
+      clock: countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
+      statuses: [...ACTIVE_STATUSES],
+      deadlineOf: (run) => deadlineOf(run, FAR_SECONDS),
+      act: async () => undefined,
+    });
+    await floor.start();
   } else {
     const clock = countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget);
     const config = {

@@ -3,6 +3,7 @@
 import { MemoryRunStore } from '../../src/memory-store.js';
 import { createRunMonitor } from '../../src/monitor.js';
 import { createNaiveMonitor } from '../naive.js';
+import { createXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import { ACTIVE_STATUSES, type RunStatus } from '../../src/types.js';
 import {
@@ -16,7 +17,7 @@ import {
   RUN_TIMER_MIN_MS,
 } from '../lib.js';
 
-export type TrackVariant = 'runwarden' | 'naive' | 'floor';
+export type TrackVariant = 'runwarden' | 'naive' | 'floor' | 'xstate';
 
 export interface TrackResult {
   /** ms from start() until the N-th run deadline timer was armed. */
@@ -83,6 +84,18 @@ export async function track(variant: TrackVariant, n: number, options: TrackOpti
     stop = async () => {
       for (const handle of timers.values()) clearTimeout(handle);
     };
+  } else if (variant === 'xstate') {
+    const floor = createXStateFloor({
+      store,
+      clock: countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
+      statuses: [...ACTIVE_STATUSES],
+      deadlineOf: (run) => deadlineOf(run, FAR_SECONDS),
+      act: (run) => store.transition(run.runId, { to: 'FAILURE', from: [run.status], message: 'deadline' }),
+    });
+    await floor.start();
+    startResolvedMs = performance.now() - t0;
+    keep = floor;
+    stop = async () => floor.stop();
   } else if (variant === 'naive') {
     const monitor = createNaiveMonitor({
       store,
