@@ -95,13 +95,6 @@ export const supervisorMachine = setup({
           enqueue(reportBadRecord(problem));
           continue;
         }
-        let input: RunInput;
-        try {
-          input = context.runInput(run);
-        } catch (error) {
-          enqueue(reportBadRecord(`run ${run.runId}: ${String(error)}`));
-          continue;
-        }
         const actor = system.get(runSystemId(run.runId));
         if (actor) {
           const update: RunMachineEvent = { type: 'run.updated', run };
@@ -110,6 +103,15 @@ export const supervisorMachine = setup({
           continue;
         }
         if (isTerminal(run.status)) continue;
+        // Only a run about to be spawned needs its settings: a health poll routes every run, and at 100k
+        // runs an input per routed record was garbage enough to bring a major GC into the poll.
+        let input: RunInput;
+        try {
+          input = context.runInput(run);
+        } catch (error) {
+          enqueue(reportBadRecord(`run ${run.runId}: ${String(error)}`));
+          continue;
+        }
         if (openShardId === undefined || openShardRuns >= context.shardSize) {
           sendSpawns();
           if (openShardId !== undefined) enqueue.sendTo(openShardId, { type: 'shard.seal' });
