@@ -102,10 +102,7 @@ export const shardMachine = setup({
         'xstate.done.actor.*': { actions: 'stopFinishedRun', target: 'checking' },
         // One run's failure stays with that run: without this the error would stop the shard, then the
         // supervisor, and with it the monitoring of every run.
-        'xstate.error.actor.*': {
-          actions: ['reportRunActorError', 'stopFinishedRun'],
-          target: 'checking',
-        },
+        'xstate.error.actor.*': { actions: ['reportRunActorError', 'stopFinishedRun'], target: 'checking' },
         'shard.seal': { actions: 'seal', target: 'checking' },
       },
     },

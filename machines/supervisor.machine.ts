@@ -103,8 +103,8 @@ export const supervisorMachine = setup({
           continue;
         }
         if (isTerminal(run.status)) continue;
-        // Only a run about to be spawned needs its settings: a health poll routes every run, and at 100k
-        // runs an input per routed record was garbage enough to bring a major GC into the poll.
+        // Only a run about to be spawned needs its settings; a health poll routes every run, so resolving
+        // them for runs that already have an actor was garbage per check.
         let input: RunInput;
         try {
           input = context.runInput(run);
