@@ -4,8 +4,8 @@
 // feed, no settings, no effect tracking: what is left is XState creating, timing and stopping actors.
 // Runwarden's own cost is the difference between this and its figure.
 import { type Actor, createActor, enqueueActions, fromPromise, setup, stopChild } from 'xstate';
-import type { Clock, RunRecord, RunStatus, RunStore } from '../src/types.js';
-import { pages } from './lib.js';
+import { ACTIVE_STATUSES, type Clock, type RunRecord, type RunStatus, type RunStore } from '../src/types.js';
+import { deadlineOf, FAR_SECONDS, pages } from './lib.js';
 
 export interface XStateFloorOptions {
   store: RunStore;
@@ -82,4 +82,15 @@ export function createXStateFloor(options: XStateFloorOptions) {
       for (const shard of shards) shard.stop();
     },
   };
+}
+
+/** The floor over every active run, each armed FAR_SECONDS past its status timestamp (track, restore). */
+export function createFarXStateFloor(store: RunStore, clock: Clock) {
+  return createXStateFloor({
+    store,
+    clock,
+    statuses: [...ACTIVE_STATUSES],
+    deadlineOf: (run) => deadlineOf(run, FAR_SECONDS),
+    act: (run) => store.transition(run.runId, { to: 'FAILURE', from: [run.status], message: 'deadline' }),
+  });
 }

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { createRunMonitor } from '../../src/monitor.js';
 import { SqliteRunStore } from '../../src/sqlite-store.js';
 import { createNaiveMonitor } from '../naive.js';
-import { createXStateFloor } from '../xstate-floor.js';
+import { createFarXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import { ACTIVE_STATUSES, type RunStatus } from '../../src/types.js';
 import {
@@ -102,13 +102,7 @@ export async function restore(variant: RestoreVariant, n: number, path: string):
       }
     }
   } else if (variant === 'xstate') {
-    const floor = createXStateFloor({
-      store,
-      clock: countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
-      statuses: [...ACTIVE_STATUSES],
-      deadlineOf: (run) => deadlineOf(run, FAR_SECONDS),
-      act: async () => undefined,
-    });
+    const floor = createFarXStateFloor(store, countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget));
     await floor.start();
   } else {
     const clock = countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget);

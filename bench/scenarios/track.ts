@@ -3,7 +3,7 @@
 import { MemoryRunStore } from '../../src/memory-store.js';
 import { createRunMonitor } from '../../src/monitor.js';
 import { createNaiveMonitor } from '../naive.js';
-import { createXStateFloor } from '../xstate-floor.js';
+import { createFarXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import { ACTIVE_STATUSES, type RunStatus } from '../../src/types.js';
 import {
@@ -85,13 +85,7 @@ export async function track(variant: TrackVariant, n: number, options: TrackOpti
       for (const handle of timers.values()) clearTimeout(handle);
     };
   } else if (variant === 'xstate') {
-    const floor = createXStateFloor({
-      store,
-      clock: countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
-      statuses: [...ACTIVE_STATUSES],
-      deadlineOf: (run) => deadlineOf(run, FAR_SECONDS),
-      act: (run) => store.transition(run.runId, { to: 'FAILURE', from: [run.status], message: 'deadline' }),
-    });
+    const floor = createFarXStateFloor(store, countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget));
     await floor.start();
     startResolvedMs = performance.now() - t0;
     keep = floor;

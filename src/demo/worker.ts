@@ -9,17 +9,22 @@ const say = (message: string) => console.log(`[${scenario} pid ${process.pid}] $
 /** A step that takes `ms` unless the run is canceled first. */
 const work = (run: RunWorker, ms: number) => sleep(ms, undefined, { signal: run.signal });
 
+/** The first two steps of the demo's pipeline; a resumed worker gets their recorded results. */
+async function extractAndTransform(run: RunWorker): Promise<number> {
+  const rows = await run.step('extract', async () => {
+    await work(run, 150);
+    return [3, 5, 8];
+  });
+  return run.step('transform', async () => {
+    await work(run, 150);
+    return rows.reduce((a, b) => a + b, 0);
+  });
+}
+
 switch (scenario) {
   case 'succeeds': {
     const run = await startRunWorker();
-    const rows = await run.step('extract', async () => {
-      await work(run, 150);
-      return [3, 5, 8];
-    });
-    const total = await run.step('transform', async () => {
-      await work(run, 150);
-      return rows.reduce((a, b) => a + b, 0);
-    });
+    const total = await extractAndTransform(run);
     await run.step('load', () => work(run, 150));
     say(`loaded a total of ${total}`);
     await run.succeed();
@@ -36,14 +41,7 @@ switch (scenario) {
   case 'crash-resume': {
     const run = await startRunWorker();
     if (run.resumed) say(`resumed (attempt ${run.attempt}): finished steps are skipped`);
-    const rows = await run.step('extract', async () => {
-      await work(run, 150);
-      return [3, 5, 8];
-    });
-    const total = await run.step('transform', async () => {
-      await work(run, 150);
-      return rows.reduce((a, b) => a + b, 0);
-    });
+    const total = await extractAndTransform(run);
     await run.step('load', async ({ attempt }) => {
       if (attempt === 0) {
         say('loading… (the demo kills this process with SIGKILL now, as an OOM killer would)');
