@@ -1,6 +1,6 @@
 // Shared pieces of the benchmark workers: timing, heap, statistics, fixtures and the counting clock.
-import { realClock } from '../src/clock.js';
-import type { Clock, RunRecord, RunStatus, RunStore } from '../src/types.js';
+import { realClock } from '../src/core/clock.js';
+import type { Clock, RunRecord, RunStatus, RunStore } from '../src/core/types.js';
 
 /** Epoch milliseconds with sub-millisecond resolution (comparable with stored `at` values). */
 export const epochNow = (): number => performance.timeOrigin + performance.now();
@@ -17,7 +17,7 @@ export const runIdOf = (i: number): string => `run-${String(i).padStart(7, '0')}
 export const MIX: readonly RunStatus[] = ['NOT_STARTED', 'STARTING', 'STARTED', 'CANCELING'];
 
 /** The status moves that take a fresh run to `status` (the store refuses shortcuts). */
-export const PATH_TO: Readonly<Record<string, readonly RunStatus[]>> = {
+const PATH_TO: Readonly<Record<string, readonly RunStatus[]>> = {
   NOT_STARTED: [],
   QUEUED: ['QUEUED'],
   STARTING: ['STARTING'],
@@ -86,7 +86,7 @@ export function countingClock(
   };
 }
 
-export async function fullGc(): Promise<void> {
+async function fullGc(): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) throw new Error('run the benchmark workers with node --expose-gc');
   for (let i = 0; i < 4; i++) {
@@ -102,7 +102,7 @@ export async function heapUsed(): Promise<number> {
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-export function quantile(sorted: number[], q: number): number {
+function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[index] as number;

@@ -74,7 +74,9 @@ function measure(label: string, argv: string[], profile: boolean): Promise<Sampl
   if (profile && args['cpu-prof']) flags.push('--cpu-prof', `--cpu-prof-dir=${args['cpu-prof']}`);
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
-    const child = spawn(process.execPath, [...flags, worker, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...flags, worker, ...argv], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => {
       out += chunk.toString();
@@ -140,7 +142,11 @@ async function repeat(
   const samples: Sample[] = [];
   for (let r = 0; r < times; r++) {
     samples.push(
-      await measure(`${scenario} ${variant} N=${n} #${r + 1}`, [scenario, variant, String(n), ...extra], variant === 'runwarden'),
+      await measure(
+        `${scenario} ${variant} N=${n} #${r + 1}`,
+        [scenario, variant, String(n), ...extra],
+        variant === 'runwarden',
+      ),
     );
   }
   (results[scenario] ??= {})[variant] = { median: medianOf(samples), samples };
@@ -173,7 +179,10 @@ async function main() {
           await repeat(results, 'lateness', v, n, longReps, [options]);
       }
       if (scenarios.has('health')) {
-        const options = JSON.stringify({ concurrency: Number(args.concurrency), checkMs: Number(args['check-ms']) });
+        const options = JSON.stringify({
+          concurrency: Number(args.concurrency),
+          checkMs: Number(args['check-ms']),
+        });
         for (const v of variants) await repeat(results, 'health', v, n, longReps, [options]);
       }
       if (scenarios.has('restore')) {
@@ -221,19 +230,49 @@ function pick(results: Results, scenario: string, variant: Variant, path: string
 }
 
 const ROWS: { metric: string; unit: string; scenario: string; path: string; target?: number }[] = [
-  { metric: 'track: start() until all armed', unit: 'ms', scenario: 'track', path: 'trackMs', target: TARGETS_AT_100K.trackMs },
-  { metric: 'memory: retained heap per run', unit: 'B', scenario: 'track', path: 'bytesPerRun', target: TARGETS_AT_100K.bytesPerRun },
+  {
+    metric: 'track: start() until all armed',
+    unit: 'ms',
+    scenario: 'track',
+    path: 'trackMs',
+    target: TARGETS_AT_100K.trackMs,
+  },
+  {
+    metric: 'memory: retained heap per run',
+    unit: 'B',
+    scenario: 'track',
+    path: 'bytesPerRun',
+    target: TARGETS_AT_100K.bytesPerRun,
+  },
   { metric: 'stop() with all runs armed', unit: 'ms', scenario: 'track', path: 'stopMs' },
   { metric: 'deadline lateness p50', unit: 'ms', scenario: 'lateness', path: 'lateness.p50' },
-  { metric: 'deadline lateness p99', unit: 'ms', scenario: 'lateness', path: 'lateness.p99', target: TARGETS_AT_100K.latenessP99Ms },
+  {
+    metric: 'deadline lateness p99',
+    unit: 'ms',
+    scenario: 'lateness',
+    path: 'lateness.p99',
+    target: TARGETS_AT_100K.latenessP99Ms,
+  },
   { metric: 'deadline lateness max', unit: 'ms', scenario: 'lateness', path: 'lateness.max' },
   { metric: 'lateness: armed after 1st deadline', unit: 'ms', scenario: 'lateness', path: 'armedLateMs' },
   { metric: 'CPU from 1st deadline to last failure', unit: 'ms', scenario: 'lateness', path: 'cpuMs' },
   { metric: 'health poll wall time', unit: 'ms', scenario: 'health', path: 'pollMs' },
   { metric: 'timer lateness during poll p99', unit: 'ms', scenario: 'health', path: 'timerLateness.p99' },
-  { metric: 'timer lateness during poll max', unit: 'ms', scenario: 'health', path: 'timerLateness.max', target: TARGETS_AT_100K.healthTimerLatenessMaxMs },
+  {
+    metric: 'timer lateness during poll max',
+    unit: 'ms',
+    scenario: 'health',
+    path: 'timerLateness.max',
+    target: TARGETS_AT_100K.healthTimerLatenessMaxMs,
+  },
   { metric: 'event-loop lag during poll max', unit: 'ms', scenario: 'health', path: 'loopLag.max' },
-  { metric: 'restore from SQLite (cold process)', unit: 'ms', scenario: 'restore', path: 'restoreMs', target: TARGETS_AT_100K.restoreMs },
+  {
+    metric: 'restore from SQLite (cold process)',
+    unit: 'ms',
+    scenario: 'restore',
+    path: 'restoreMs',
+    target: TARGETS_AT_100K.restoreMs,
+  },
 ];
 
 function buildReport(all: Record<number, Results>) {
@@ -265,12 +304,27 @@ function buildReport(all: Record<number, Results>) {
     };
     growth[`${a}->${b}`] = {
       nLogN: Math.log((b * Math.log(b)) / (a * Math.log(a))) / Math.log(b / a),
-      track: k(pick(all[a] as Results, 'track', 'runwarden', 'trackMs'), pick(all[b] as Results, 'track', 'runwarden', 'trackMs')),
+      track: k(
+        pick(all[a] as Results, 'track', 'runwarden', 'trackMs'),
+        pick(all[b] as Results, 'track', 'runwarden', 'trackMs'),
+      ),
       memory: k(total(a, 'track', 'bytesPerRun'), total(b, 'track', 'bytesPerRun')),
-      stop: k(pick(all[a] as Results, 'track', 'runwarden', 'stopMs'), pick(all[b] as Results, 'track', 'runwarden', 'stopMs')),
-      healthPoll: k(pick(all[a] as Results, 'health', 'runwarden', 'pollMs'), pick(all[b] as Results, 'health', 'runwarden', 'pollMs')),
-      restore: k(pick(all[a] as Results, 'restore', 'runwarden', 'restoreMs'), pick(all[b] as Results, 'restore', 'runwarden', 'restoreMs')),
-      latenessCpu: k(pick(all[a] as Results, 'lateness', 'runwarden', 'cpuMs'), pick(all[b] as Results, 'lateness', 'runwarden', 'cpuMs')),
+      stop: k(
+        pick(all[a] as Results, 'track', 'runwarden', 'stopMs'),
+        pick(all[b] as Results, 'track', 'runwarden', 'stopMs'),
+      ),
+      healthPoll: k(
+        pick(all[a] as Results, 'health', 'runwarden', 'pollMs'),
+        pick(all[b] as Results, 'health', 'runwarden', 'pollMs'),
+      ),
+      restore: k(
+        pick(all[a] as Results, 'restore', 'runwarden', 'restoreMs'),
+        pick(all[b] as Results, 'restore', 'runwarden', 'restoreMs'),
+      ),
+      latenessCpu: k(
+        pick(all[a] as Results, 'lateness', 'runwarden', 'cpuMs'),
+        pick(all[b] as Results, 'lateness', 'runwarden', 'cpuMs'),
+      ),
     };
   }
   return {
@@ -307,13 +361,26 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
     v === undefined || !floor ? '–' : `${(v / floor).toFixed(v / floor >= 10 ? 0 : 1)}×`;
   const lines: string[] = [];
   const m = report.machine;
-  lines.push(`Runwarden benchmark — ${m.cpus} × ${m.cpuModel}, Node ${m.node}, load ${m.loadAverage.map((l) => l.toFixed(1)).join(' ')}`);
+  lines.push(
+    `Runwarden benchmark — ${m.cpus} × ${m.cpuModel}, Node ${m.node}, load ${m.loadAverage.map((l) => l.toFixed(1)).join(' ')}`,
+  );
   lines.push(
     `medians of ${report.settings.reps} runs (lateness and health: ${report.settings.longReps}); ratios are to the floor (a Map of setTimeout handles) and to the XState floor (a minimal actor per run)\n`,
   );
   for (const [n, rows] of Object.entries(report.tables)) {
     lines.push(`N = ${Number(n).toLocaleString('en-US')}`);
-    const header = ['metric', 'runwarden', '×floor', '×xstate', 'floor', 'XState floor', 'naive XState', '×floor', 'dagster loop', 'target'];
+    const header = [
+      'metric',
+      'runwarden',
+      '×floor',
+      '×xstate',
+      'floor',
+      'XState floor',
+      'naive XState',
+      '×floor',
+      'dagster loop',
+      'target',
+    ];
     const body = rows.map((r) => [
       `${r.metric} (${r.unit})`,
       f(r.runwarden),
@@ -324,17 +391,24 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
       f(r.naive),
       ratio(r.naive, r.floor),
       f(r.dagster),
-      r.target === undefined ? '' : `≤ ${r.target}${r.runwarden !== undefined ? (r.runwarden <= r.target ? ' ✓' : ' ✗') : ''}`,
+      r.target === undefined
+        ? ''
+        : `≤ ${r.target}${r.runwarden !== undefined ? (r.runwarden <= r.target ? ' ✓' : ' ✗') : ''}`,
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] as string).length)));
-    const fmt = (row: string[]) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join('  ');
+    const fmt = (row: string[]) =>
+      row
+        .map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number)))
+        .join('  ');
     lines.push(fmt(header), ...body.map(fmt), '');
   }
   for (const [range, g] of Object.entries(report.growth)) {
     const parts = Object.entries(g)
       .filter(([k, v]) => k !== 'nLogN' && v !== undefined)
       .map(([k, v]) => `${k} ${(v as number).toFixed(2)}`);
-    lines.push(`growth exponent N ${range} (N log N = ${(g.nLogN as number).toFixed(2)}): ${parts.join(', ')}`);
+    lines.push(
+      `growth exponent N ${range} (N log N = ${(g.nLogN as number).toFixed(2)}): ${parts.join(', ')}`,
+    );
   }
   lines.push(`\n(${report.durationSeconds} s)`);
   return `${lines.join('\n')}\n`;
@@ -348,18 +422,24 @@ function renderMarkdown(report: ReturnType<typeof buildReport>): string {
   const lines: string[] = [];
   for (const [n, rows] of Object.entries(report.tables)) {
     lines.push(`**N = ${Number(n).toLocaleString('en-US')}**`, '');
-    lines.push('| metric | Runwarden (×floor) | floor | XState floor (×floor) | naive XState (×floor) | Dagster-style loop | target at 100k |');
+    lines.push(
+      '| metric | Runwarden (×floor) | floor | XState floor (×floor) | naive XState (×floor) | Dagster-style loop | target at 100k |',
+    );
     lines.push('|---|--:|--:|--:|--:|--:|---|');
     for (const r of rows) {
       const verdict =
-        r.target === undefined ? '' : `≤ ${r.target.toLocaleString('en-US')} ${r.runwarden !== undefined && r.runwarden <= r.target ? '✓' : '✗'}`;
+        r.target === undefined
+          ? ''
+          : `≤ ${r.target.toLocaleString('en-US')} ${r.runwarden !== undefined && r.runwarden <= r.target ? '✓' : '✗'}`;
       lines.push(
         `| ${r.metric} (${r.unit}) | ${f(r.runwarden)}${ratio(r.runwarden, r.floor)} | ${f(r.floor)} | ${f(r.xstate)}${ratio(r.xstate, r.floor)} | ${f(r.naive)}${ratio(r.naive, r.floor)} | ${f(r.dagster)} | ${verdict} |`,
       );
     }
     lines.push('');
   }
-  lines.push('| growth exponent (cost ∝ N^k) | N log N | track | memory | stop | health poll | restore | lateness CPU |');
+  lines.push(
+    '| growth exponent (cost ∝ N^k) | N log N | track | memory | stop | health poll | restore | lateness CPU |',
+  );
   lines.push('|---|--:|--:|--:|--:|--:|--:|--:|');
   for (const [range, g] of Object.entries(report.growth)) {
     const k = (v?: number) => (v === undefined ? '–' : v.toFixed(2));

@@ -12,8 +12,8 @@ import {
   type WriteStatusOutput,
 } from '../machines/run.machine.js';
 import { runSystemId } from '../machines/shard.machine.js';
-import { parseMonitorConfig, resolveMaxRuntimeSeconds } from '../src/config.js';
-import { runSettings } from '../src/monitor.js';
+import { parseMonitorConfig, resolveMaxRuntimeSeconds } from '../src/core/config.js';
+import { runSettings } from '../src/monitor/monitor.js';
 import {
   ACTIVE_STATUSES,
   type Clock,
@@ -23,7 +23,7 @@ import {
   type RunRecord,
   type RunStore,
   statusOfEvent,
-} from '../src/types.js';
+} from '../src/core/types.js';
 import { pages } from './lib.js';
 
 export interface NaiveMonitor {
@@ -56,7 +56,11 @@ export function createNaiveMonitor(options: {
         return written ? { applied: true, run: written } : { applied: false, run: await store.getRun(runId) };
       }),
       appendEngineEvent: fromPromise<void, EngineEventInput>(async ({ input }) => {
-        await store.appendEvent(input.runId, { type: 'ENGINE_EVENT', message: input.message, data: input.data });
+        await store.appendEvent(input.runId, {
+          type: 'ENGINE_EVENT',
+          message: input.message,
+          data: input.data,
+        });
       }),
       readRun: fromPromise<RunRecord | undefined, LauncherCallInput>(({ input }) => mustGet(input.runId)),
       recordResumeAttempt: fromPromise<number, LauncherCallInput>(({ input }) =>
@@ -124,7 +128,8 @@ export function createNaiveMonitor(options: {
           if (record) actor.send({ type: 'runs.updated', runs: [record] });
         });
       });
-      for await (const page of pages(store, [...ACTIVE_STATUSES])) actor.send({ type: 'runs.updated', runs: page });
+      for await (const page of pages(store, [...ACTIVE_STATUSES]))
+        actor.send({ type: 'runs.updated', runs: page });
     },
     async pollHealth(concurrency) {
       const queue: RunRecord[] = [];

@@ -55,7 +55,9 @@ const all = [...selfUs.values()].reduce((a, b) => a + b, 0);
 const print = (title: string, map: Map<string, number>) => {
   console.log(`\n${title} (of ${(all / 1000).toFixed(0)} ms sampled)`);
   for (const [name, us] of [...map].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-    console.log(`${(us / 1000).toFixed(1).padStart(10)} ms ${((100 * us) / all).toFixed(1).padStart(5)}%  ${name}`);
+    console.log(
+      `${(us / 1000).toFixed(1).padStart(10)} ms ${((100 * us) / all).toFixed(1).padStart(5)}%  ${name}`,
+    );
   }
 };
 print('self time', self);

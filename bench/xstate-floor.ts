@@ -4,7 +4,13 @@
 // feed, no settings, no effect tracking: what is left is XState creating, timing and stopping actors.
 // Runwarden's own cost is the difference between this and its figure.
 import { type Actor, createActor, enqueueActions, fromPromise, setup, stopChild } from 'xstate';
-import { ACTIVE_STATUSES, type Clock, type RunRecord, type RunStatus, type RunStore } from '../src/types.js';
+import {
+  ACTIVE_STATUSES,
+  type Clock,
+  type RunRecord,
+  type RunStatus,
+  type RunStore,
+} from '../src/core/types.js';
 import { deadlineOf, FAR_SECONDS, pages } from './lib.js';
 
 export interface XStateFloorOptions {
@@ -35,14 +41,17 @@ export function createXStateFloor(options: XStateFloorOptions) {
     initial: 'armed',
     states: {
       armed: { after: { deadline: 'acting' } },
-      acting: { invoke: { src: 'act', input: ({ context }) => context.run, onDone: 'done', onError: 'done' } },
+      acting: {
+        invoke: { src: 'act', input: ({ context }) => context.run, onDone: 'done', onError: 'done' },
+      },
       done: { type: 'final' },
     },
   });
   const floorShard = setup({
     types: {
       context: {} as { spawned: number },
-      events: {} as { type: 'runs.spawn'; runs: FloorRunContext[] } | { type: 'xstate.done.actor.*'; actorId: string },
+      events: {} as
+        { type: 'runs.spawn'; runs: FloorRunContext[] } | { type: 'xstate.done.actor.*'; actorId: string },
     },
     actors: { run: floorRun },
   }).createMachine({
@@ -56,7 +65,9 @@ export function createXStateFloor(options: XStateFloorOptions) {
           enqueue.assign({ spawned });
         }),
       },
-      'xstate.done.actor.*': { actions: enqueueActions(({ event, enqueue }) => enqueue(stopChild(event.actorId))) },
+      'xstate.done.actor.*': {
+        actions: enqueueActions(({ event, enqueue }) => enqueue(stopChild(event.actorId))),
+      },
     },
   });
 

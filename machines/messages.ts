@@ -1,6 +1,6 @@
 // Every message the monitor writes, in one place so docs/semantics.md, the machines and the tests agree.
 // The wording follows Dagster's run_monitoring.py where Dagster has the same case.
-import type { HealthResult } from '../src/types.js';
+import type { HealthResult } from '../src/core/types.js';
 
 export const messages = {
   startTimeout: (seconds: number, debugInfo?: string) =>
@@ -40,7 +40,7 @@ export const messages = {
 };
 
 /** Text embedded mid-sentence: without its own closing period. */
-export function clause(text: string): string {
+function clause(text: string): string {
   return text.replace(/\.+$/, '');
 }
 

@@ -3,8 +3,8 @@
 // While an effect is in flight the actor sits in a state named after it, so a timer or an event arriving
 // meanwhile cannot start a second effect: updates are recorded and acted on once the effect has finished.
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
-import type { FailureReason, HealthResult, RunRecord, RunStatus } from '../src/types.js';
-import { TAGS } from '../src/types.js';
+import type { FailureReason, HealthResult, RunRecord, RunStatus } from '../src/core/types.js';
+import { TAGS } from '../src/core/types.js';
 import { errorText, messages } from './messages.js';
 
 /** Monitoring settings a run actor obeys; shared by every run of a monitor except the per-run fields. */
@@ -46,8 +46,7 @@ export interface RunContext extends RunInput {
 }
 
 export type RunMachineEvent =
-  | { type: 'run.updated'; run: RunRecord }
-  | { type: 'health.checked'; run?: RunRecord; result: HealthResult };
+  { type: 'run.updated'; run: RunRecord } | { type: 'health.checked'; run?: RunRecord; result: HealthResult };
 
 export interface WriteStatusInput {
   runId: string;
@@ -318,24 +317,18 @@ export const runMachine = setup({
             input: ({ context }) => ({ runId: context.run.runId }),
             onDone: {
               target: '#run.failing',
-              actions: assign(({ context, event }) =>
-startTimeoutFailure(context, event.output),
-              ),
+              actions: assign(({ context, event }) => startTimeoutFailure(context, event.output)),
             },
             onError: {
               target: '#run.failing',
-              actions: assign(({ context }) =>
-startTimeoutFailure(context),
-              ),
+              actions: assign(({ context }) => startTimeoutFailure(context)),
             },
           },
           after: {
             launcherTimeout: {
               guard: 'launcherTimeoutOn',
               target: '#run.failing',
-              actions: assign(({ context }) =>
-startTimeoutFailure(context),
-              ),
+              actions: assign(({ context }) => startTimeoutFailure(context)),
             },
           },
         },
@@ -562,10 +555,7 @@ startTimeoutFailure(context),
             },
             onError: {
               target: '#run.failing',
-              actions: [
-                'reportEffectError',
-                assign(forcedMaxRuntimeFailure),
-              ],
+              actions: ['reportEffectError', assign(forcedMaxRuntimeFailure)],
             },
           },
         },
@@ -709,5 +699,3 @@ startTimeoutFailure(context),
     done: { type: 'final' },
   },
 });
-
-export type RunMachine = typeof runMachine;

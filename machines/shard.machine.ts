@@ -84,9 +84,10 @@ export const shardMachine = setup({
     // (`failedRun` says which run it was.)
     reportRunActorError: () => {},
     seal: assign({ sealed: true }),
-    reportDrained: sendParent(
-      ({ context }): ShardParentEvent => ({ type: 'shard.drained', shardId: context.shardId }),
-    ),
+    reportDrained: sendParent(({ context }): ShardParentEvent => ({
+      type: 'shard.drained',
+      shardId: context.shardId,
+    })),
   },
   guards: {
     drained: ({ context }) => context.sealed && context.running === 0,
@@ -112,5 +113,3 @@ export const shardMachine = setup({
     drained: { entry: 'reportDrained', type: 'final' },
   },
 });
-
-export type ShardMachine = typeof shardMachine;

@@ -2,8 +2,8 @@
 // every active run it has not seen), and runs the health poll as a delayed transition.
 // Unknown run ids are ignored, never thrown: one bad event must not stop the supervisor.
 import { enqueueActions, fromCallback, setup, stopChild } from 'xstate';
-import type { HealthResult, RunRecord } from '../src/types.js';
-import { isTerminal, RUN_STATUSES } from '../src/types.js';
+import type { HealthResult, RunRecord } from '../src/core/types.js';
+import { isTerminal, RUN_STATUSES } from '../src/core/types.js';
 import { newerRun, type RunInput, type RunMachineEvent } from './run.machine.js';
 import { type RunSpawn, runSystemId, type ShardParentEvent, shardMachine } from './shard.machine.js';
 
@@ -39,7 +39,8 @@ const reportBadRecord = (problem: string) => ({ type: 'reportBadRecord', params:
 /** Why a record cannot be watched, or undefined when it can. */
 function recordProblem(run: RunRecord | undefined): string | undefined {
   if (!run || typeof run.runId !== 'string' || run.runId === '') return 'a run record without a runId';
-  if (!RUN_STATUSES.includes(run.status)) return `run ${run.runId}: unknown status ${JSON.stringify(run.status)}`;
+  if (!RUN_STATUSES.includes(run.status))
+    return `run ${run.runId}: unknown status ${JSON.stringify(run.status)}`;
   if (!run.tags || typeof run.tags !== 'object') return `run ${run.runId}: tags missing`;
   return undefined;
 }
@@ -156,5 +157,3 @@ export const supervisorMachine = setup({
     waitingToPoll: { after: { pollInterval: 'polling' } },
   },
 });
-
-export type SupervisorMachine = typeof supervisorMachine;

@@ -3,16 +3,16 @@ export { messages } from '../machines/messages.js';
 export { type RunContext, type RunInput, type RunSettings, runMachine } from '../machines/run.machine.js';
 export { runSystemId, shardMachine } from '../machines/shard.machine.js';
 export { supervisorMachine } from '../machines/supervisor.machine.js';
-export { realClock } from './clock.js';
+export { realClock } from './core/clock.js';
 export {
   DEFAULT_CONFIG,
   type MonitorConfig,
   parseMonitorConfig,
   resolveMaxRuntimeSeconds,
-} from './config.js';
-export * from './errors.js';
-export { MemoryRunStore } from './memory-store.js';
-export { createRunMonitor, type RunMonitor, type RunMonitorOptions } from './monitor.js';
+} from './core/config.js';
+export * from './core/errors.js';
+export { MemoryRunStore } from './stores/memory/memory-store.js';
+export { createRunMonitor, type RunMonitor, type RunMonitorOptions } from './monitor/monitor.js';
 export {
   ATTEMPT_TAG,
   COMMAND_TAG,
@@ -22,7 +22,7 @@ export {
   ProcessRunLauncher,
   type ProcessRunLauncherOptions,
   WORKER_ENV,
-} from './process-launcher.js';
+} from './launchers/process/process-launcher.js';
 export {
   migrateSqlite,
   SQLITE_MIGRATIONS,
@@ -31,7 +31,7 @@ export {
   SqliteRunStore,
   type SqliteRunStoreOptions,
   StoreBusyError,
-} from './sqlite-store.js';
+} from './stores/sqlite/sqlite-store.js';
 export {
   formatStoreUrl,
   type OpenStoreOptions,
@@ -39,5 +39,5 @@ export {
   parseStoreUrl,
   STORE_ENV,
   type StoreLocation,
-} from './store-url.js';
-export * from './types.js';
+} from './stores/store-url.js';
+export * from './core/types.js';

@@ -2,9 +2,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { COMMAND_TAG } from '../src/process-launcher.js';
-import { SqliteRunStore } from '../src/sqlite-store.js';
-import { isTerminal, type RunEvent, type RunRecord } from '../src/types.js';
+import { COMMAND_TAG } from '../src/launchers/process/process-launcher.js';
+import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
+import { isTerminal, type RunEvent, type RunRecord } from '../src/core/types.js';
 import { killWorkers, runCli, tempDir, waitFor, workerCommand } from './processes.js';
 
 const dir = tempDir('runwarden-cli-');

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { realClock } from '../src/clock.js';
+import { realClock } from '../src/core/clock.js';
 
 const DAY = 24 * 60 * 60 * 1000;
 

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG } from '../src/config.js';
+import { DEFAULT_CONFIG } from '../src/core/config.js';
 import {
   ConfigFileError,
   defaultConfig,
@@ -11,9 +11,9 @@ import {
   parseConfigFile,
   storeUrlOf,
   withStorePath,
-} from '../src/config-file.js';
-import { ConfigError } from '../src/errors.js';
-import { formatStoreUrl, openStore, parseStoreUrl } from '../src/store-url.js';
+} from '../src/cli/config-file.js';
+import { ConfigError } from '../src/core/errors.js';
+import { formatStoreUrl, openStore, parseStoreUrl } from '../src/stores/store-url.js';
 
 const FILE = '/etc/runwarden/runwarden.yaml';
 

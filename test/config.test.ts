@@ -6,9 +6,9 @@ import {
   parseMonitorConfig,
   resolveMaxRuntimeSeconds,
   SNAKE_CASE_KEYS,
-} from '../src/config.js';
-import { ConfigError } from '../src/errors.js';
-import { TAGS } from '../src/types.js';
+} from '../src/core/config.js';
+import { ConfigError } from '../src/core/errors.js';
+import { TAGS } from '../src/core/types.js';
 
 /** The ConfigError parseMonitorConfig throws for `input`; fails the test if it does not throw one. */
 function configError(input: unknown, context?: { supportsResume?: boolean }): ConfigError {

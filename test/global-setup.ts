@@ -3,7 +3,7 @@
 // emitter (tsc's output without type checking, which `npm test` runs separately) into a directory named by a
 // hash of the sources under node_modules/.cache, so an unchanged tree is built once and reused, and neither a
 // concurrent `npm run build` nor another test run is disturbed.
-// Tests find it with inject('runwardenBuild'): <dir>/src/cli.js, <dir>/src/worker.js, …
+// Tests find it with inject('runwardenBuild'): <dir>/src/cli/cli.js, <dir>/src/worker/worker.js, …
 import { createHash } from 'node:crypto';
 import {
   copyFileSync,

@@ -1,10 +1,16 @@
 // A monitor on simulated time over a real MemoryRunStore and a FakeLauncher, as a user would wire it.
 import { SimulatedClock } from 'xstate';
-import type { MonitorConfig } from '../src/config.js';
-import { MemoryRunStore } from '../src/memory-store.js';
-import { createRunMonitor } from '../src/monitor.js';
+import type { MonitorConfig } from '../src/core/config.js';
+import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
+import { createRunMonitor } from '../src/monitor/monitor.js';
 import { FakeLauncher, type FakeLauncherOptions } from '../src/testing/index.js';
-import { type RunEventType, type RunLauncher, type RunStatus, type RunStore, TAGS } from '../src/types.js';
+import {
+  type RunEventType,
+  type RunLauncher,
+  type RunStatus,
+  type RunStore,
+  TAGS,
+} from '../src/core/types.js';
 
 export const T0 = Date.UTC(2026, 0, 1);
 export const SECOND = 1000;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { MemoryRunStore } from '../src/memory-store.js';
-import type { RunEvent } from '../src/types.js';
+import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
+import type { RunEvent } from '../src/core/types.js';
 import { describeRunStoreConformance } from './store-conformance.js';
 
 function simulatedClock(start = 0) {

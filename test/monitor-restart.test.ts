@@ -6,10 +6,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
-import { createRunMonitor } from '../src/monitor.js';
-import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/process-launcher.js';
-import { SqliteRunStore } from '../src/sqlite-store.js';
-import { isTerminal, type RunRecord, TAGS } from '../src/types.js';
+import { createRunMonitor } from '../src/monitor/monitor.js';
+import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
+import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
+import { isTerminal, type RunRecord, TAGS } from '../src/core/types.js';
 import { built, isAlive, killWorkers, NODE, tempDir, waitFor, workerCommand } from './processes.js';
 
 // The start and cancel deadlines pass while the monitor is down; the max-runtime deadline falls after the
@@ -62,7 +62,7 @@ afterAll(async () => {
 
 /** Starts `runwarden monitor` and resolves once it is watching; `readyAt` is when it logged so. */
 async function startMonitor(): Promise<{ child: ChildProcess; output: () => string; readyAt: number }> {
-  const child = spawn(NODE, [built('src/cli.js'), 'monitor', '--config', configFile], {
+  const child = spawn(NODE, [built('src/cli/cli.js'), 'monitor', '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   monitors.push(child);

@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InvalidTagsError, LaunchError } from '../src/errors.js';
-import { MemoryRunStore } from '../src/memory-store.js';
+import { InvalidTagsError, LaunchError } from '../src/core/errors.js';
+import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
 import {
   ATTEMPT_TAG,
   COMMAND_TAG,
@@ -13,8 +13,8 @@ import {
   PID_TAG,
   ProcessRunLauncher,
   type ProcessRunLauncherOptions,
-} from '../src/process-launcher.js';
-import type { RunRecord } from '../src/types.js';
+} from '../src/launchers/process/process-launcher.js';
+import type { RunRecord } from '../src/core/types.js';
 
 const NODE = process.execPath;
 const IDLE = 'setInterval(() => {}, 1000);';

@@ -6,21 +6,21 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
-import { PID_START_TAG, PID_TAG } from '../src/process-launcher.js';
-import type { RunStore } from '../src/types.js';
+import { PID_START_TAG, PID_TAG } from '../src/launchers/process/process-launcher.js';
+import type { RunStore } from '../src/core/types.js';
 
 export const NODE = process.execPath;
 
-/** A file of the built package, e.g. built('src/cli.js'). */
+/** A file of the built package, e.g. built('src/cli/cli.js'). */
 export function built(path: string): string {
   return join(inject('runwardenBuild'), path);
 }
 
-export const WORKER_FIXTURE = fileURLToPath(new URL('./fixtures/run-worker.mjs', import.meta.url));
+const WORKER_FIXTURE = fileURLToPath(new URL('./fixtures/run-worker.mjs', import.meta.url));
 
 /** The argv of a test worker (test/fixtures/run-worker.mjs) in `mode`. */
 export function workerCommand(mode: string, ...args: string[]): string[] {
-  return [NODE, WORKER_FIXTURE, built('src/worker.js'), mode, ...args];
+  return [NODE, WORKER_FIXTURE, built('src/worker/worker.js'), mode, ...args];
 }
 
 export function tempDir(prefix: string): { path: string; remove(): void } {
@@ -40,7 +40,7 @@ export function runCli(
   options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(NODE, [built('src/cli.js'), ...args], {
+    const child = spawn(NODE, [built('src/cli/cli.js'), ...args], {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],

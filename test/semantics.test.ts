@@ -2,11 +2,11 @@
 // reasons, then the races, restarts and misbehaving launchers around them. Time is simulated.
 import { afterEach, describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
-import { ConfigError, RunNotFoundError, RunwardenError } from '../src/errors.js';
-import { MemoryRunStore } from '../src/memory-store.js';
-import { createRunMonitor } from '../src/monitor.js';
+import { ConfigError, RunNotFoundError, RunwardenError } from '../src/core/errors.js';
+import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
+import { createRunMonitor } from '../src/monitor/monitor.js';
 import { FakeLauncher } from '../src/testing/index.js';
-import { type HealthResult, type RunRecord, TAGS } from '../src/types.js';
+import { type HealthResult, type RunRecord, TAGS } from '../src/core/types.js';
 import {
   type Harness,
   type HarnessOptions,
@@ -674,7 +674,10 @@ describe('configuration and bad input', () => {
 
 describe('fixes found in review', () => {
   it('launcherTimeoutSeconds 0 means launcher calls may take as long as they take', async () => {
-    const h = await harness({ launcher: { launch: 'hang', terminate: 'hang' }, config: { launcherTimeoutSeconds: 0 } });
+    const h = await harness({
+      launcher: { launch: 'hang', terminate: 'hang' },
+      config: { launcherTimeoutSeconds: 0 },
+    });
     const { runId } = await h.store.createRun({});
     let settled = false;
     h.monitor.launch(runId).finally(() => {
@@ -739,7 +742,8 @@ describe('max runtime, interrupted', () => {
     const transition = store.transition.bind(store);
     let failures = 1;
     store.transition = async (id, change) => {
-      if (change.to === 'FAILURE' && failures-- > 0) throw new RunwardenError('STORE_BUSY', 'database is locked');
+      if (change.to === 'FAILURE' && failures-- > 0)
+        throw new RunwardenError('STORE_BUSY', 'database is locked');
       return transition(id, change);
     };
     const h = await harness({ clock, store, config: { storeRetrySeconds: 5 } });

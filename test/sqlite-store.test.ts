@@ -6,15 +6,15 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DuplicateRunError, RunNotFoundError } from '../src/errors.js';
+import { DuplicateRunError, RunNotFoundError } from '../src/core/errors.js';
 import {
   migrateSqlite,
   SQLITE_MIGRATIONS,
   SQLITE_SCHEMA_VERSION,
   SqliteRunStore,
   StoreBusyError,
-} from '../src/sqlite-store.js';
-import type { RunEvent, RunStatus } from '../src/types.js';
+} from '../src/stores/sqlite/sqlite-store.js';
+import type { RunEvent, RunStatus } from '../src/core/types.js';
 import { describeRunStoreConformance } from './store-conformance.js';
 
 function simulatedClock(start = 0) {

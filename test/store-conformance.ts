@@ -6,7 +6,7 @@ import {
   InvalidTagsError,
   InvalidTransitionError,
   RunNotFoundError,
-} from '../src/errors.js';
+} from '../src/core/errors.js';
 import {
   ALLOWED_MOVES,
   isTerminal,
@@ -19,9 +19,9 @@ import {
   STATUS_EVENT,
   STATUS_TIMESTAMP,
   TERMINAL_STATUSES,
-} from '../src/types.js';
+} from '../src/core/types.js';
 
-export interface ConformanceClock {
+interface ConformanceClock {
   now(): number;
   set(ms: number): void;
 }

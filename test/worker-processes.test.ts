@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
-import type { MonitorConfig } from '../src/config.js';
-import { createRunMonitor, type RunMonitor } from '../src/monitor.js';
-import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/process-launcher.js';
-import { SqliteRunStore } from '../src/sqlite-store.js';
-import { isTerminal, type RunEvent, type RunRecord, TAGS } from '../src/types.js';
-import type { StepEventData } from '../src/worker.js';
+import type { MonitorConfig } from '../src/core/config.js';
+import { createRunMonitor, type RunMonitor } from '../src/monitor/monitor.js';
+import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
+import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
+import { isTerminal, type RunEvent, type RunRecord, TAGS } from '../src/core/types.js';
+import type { StepEventData } from '../src/worker/worker.js';
 import { isAlive, killWorkers, tempDir, waitFor, workerCommand } from './processes.js';
 
 const BASE_CONFIG: Partial<MonitorConfig> = {

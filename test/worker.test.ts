@@ -2,8 +2,8 @@
 // (through an EventEmitter standing in for `process`). test/worker-processes.test.ts runs it in real processes.
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { MemoryRunStore } from '../src/memory-store.js';
-import { type RunStatus, TAGS } from '../src/types.js';
+import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
+import { type RunStatus, TAGS } from '../src/core/types.js';
 import {
   noHeartbeat,
   RunCanceledError,
@@ -12,7 +12,7 @@ import {
   type StepEventData,
   startRunWorker,
   type WorkerHeartbeat,
-} from '../src/worker.js';
+} from '../src/worker/worker.js';
 
 async function runIn(status: RunStatus, tags: Record<string, string> = {}) {
   const store = new MemoryRunStore();

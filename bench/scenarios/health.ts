@@ -1,11 +1,11 @@
 // health poll: one poll over N STARTED runs whose health checks each take `checkMs` (5 ms), with
 // `concurrency` checks in flight; its wall time, and the lateness of run deadlines that fall due during it
 // (probe runs moved to STARTING as the poll begins, deadlines spread over the poll) plus event-loop lag.
-import { MemoryRunStore } from '../../src/memory-store.js';
-import { createRunMonitor } from '../../src/monitor.js';
+import { MemoryRunStore } from '../../src/stores/memory/memory-store.js';
+import { createRunMonitor } from '../../src/monitor/monitor.js';
 import { createNaiveMonitor } from '../naive.js';
 import { FakeLauncher } from '../../src/testing/index.js';
-import { type HealthResult, type RunRecord, TAGS } from '../../src/types.js';
+import { type HealthResult, type RunRecord, TAGS } from '../../src/core/types.js';
 import {
   countingClock,
   type Distribution,
@@ -56,7 +56,12 @@ export async function health(
   const now = Date.now();
   // N STARTED runs (no max runtime: no timers of their own), then the probes: NOT_STARTED, created "in the
   // future" so their never-launched deadline is far away until the poll moves them to STARTING.
-  await populate(store, n, () => 'STARTED', () => now);
+  await populate(
+    store,
+    n,
+    () => 'STARTED',
+    () => now,
+  );
   for (let j = 0; j < probes; j++) await store.createRun({ runId: probeId(j), at: now + 10 * HOUR });
 
   let slow = false;
@@ -154,7 +159,11 @@ export async function health(
     const monitor = createNaiveMonitor({
       store,
       launcher,
-      clock: countingClock(() => false, 1, () => {}),
+      clock: countingClock(
+        () => false,
+        1,
+        () => {},
+      ),
       config: { startTimeoutSeconds: START_TIMEOUT_SECONDS, launcherTimeoutSeconds: 3600 },
     });
     await monitor.start();
@@ -166,7 +175,11 @@ export async function health(
       store,
       launcher,
       // Counting nothing: the real clock, through the same wrapper as the other scenarios.
-      clock: countingClock(() => false, 1, () => {}),
+      clock: countingClock(
+        () => false,
+        1,
+        () => {},
+      ),
       config: {
         startTimeoutSeconds: START_TIMEOUT_SECONDS,
         pollIntervalSeconds: 1,

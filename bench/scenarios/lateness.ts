@@ -1,13 +1,13 @@
 // deadline lateness: N STARTING runs whose start deadlines fall evenly over a window (10 s); for each run,
 // the time from its deadline to its RUN_FAILURE event. Variants: the monitor, naive XState (one parent),
 // the floor (a setTimeout per run) and a Dagster-style poll loop (scan every run every interval).
-import { realClock } from '../../src/clock.js';
-import { MemoryRunStore } from '../../src/memory-store.js';
-import { createRunMonitor } from '../../src/monitor.js';
+import { realClock } from '../../src/core/clock.js';
+import { MemoryRunStore } from '../../src/stores/memory/memory-store.js';
+import { createRunMonitor } from '../../src/monitor/monitor.js';
 import { createNaiveMonitor } from '../naive.js';
 import { createXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
-import { type RunRecord, TAGS } from '../../src/types.js';
+import { type RunRecord, TAGS } from '../../src/core/types.js';
 import {
   type Distribution,
   distribution,
@@ -81,7 +81,10 @@ export async function lateness(
         const deadline = (run.launchedAt ?? run.updatedAt) + START_TIMEOUT_SECONDS * SECOND;
         timers.set(
           run.runId,
-          setTimeout(() => void failStarting(store, launcher, run, timers), Math.max(0, deadline - Date.now())),
+          setTimeout(
+            () => void failStarting(store, launcher, run, timers),
+            Math.max(0, deadline - Date.now()),
+          ),
         );
       }
     }
@@ -112,10 +115,14 @@ export async function lateness(
       resolveArmed = resolve;
     });
     // Every other timer of the monitor (poll, feed, launcher timeouts) is set to an hour.
-    const clock = countingClock((ms) => ms < 1_800_000, n, () => {
-      markArmed();
-      resolveArmed();
-    });
+    const clock = countingClock(
+      (ms) => ms < 1_800_000,
+      n,
+      () => {
+        markArmed();
+        resolveArmed();
+      },
+    );
     const config = {
       startTimeoutSeconds: START_TIMEOUT_SECONDS,
       pollIntervalSeconds: 3600,
@@ -196,4 +203,3 @@ function dagsterLoop(store: MemoryRunStore, launcher: FakeLauncher, intervalMs: 
     },
   };
 }
-

@@ -1,12 +1,12 @@
 // restore: a cold process opens a SQLite file holding N active runs and start()s a monitor over it, until
 // every run's deadline timer is armed. The file is written once per size by prepareSqlite.
 import Database from 'better-sqlite3';
-import { createRunMonitor } from '../../src/monitor.js';
-import { SqliteRunStore } from '../../src/sqlite-store.js';
+import { createRunMonitor } from '../../src/monitor/monitor.js';
+import { SqliteRunStore } from '../../src/stores/sqlite/sqlite-store.js';
 import { createNaiveMonitor } from '../naive.js';
 import { createFarXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
-import { ACTIVE_STATUSES, type RunStatus } from '../../src/types.js';
+import { ACTIVE_STATUSES, type RunStatus } from '../../src/core/types.js';
 import {
   countingClock,
   deadlineOf,
@@ -37,12 +37,19 @@ export async function prepareSqlite(n: number, path: string): Promise<{ ms: numb
   const store = SqliteRunStore.open(path);
   const base = Date.now();
   const templates = Math.min(n, MIX.length);
-  await populate(store, templates, (i) => MIX[i % MIX.length] as RunStatus, () => base);
+  await populate(
+    store,
+    templates,
+    (i) => MIX[i % MIX.length] as RunStatus,
+    () => base,
+  );
   await store.close();
   const db = new Database(path);
   try {
     const copyRows = (table: string, skip: string[]) => {
-      const columns = (db.prepare(`SELECT name FROM pragma_table_info('${table}')`).all() as { name: string }[])
+      const columns = (
+        db.prepare(`SELECT name FROM pragma_table_info('${table}')`).all() as { name: string }[]
+      )
         .map((c) => c.name)
         .filter((c) => !skip.includes(c));
       const select = db.prepare(`SELECT ${columns.join(', ')} FROM ${table} WHERE run_id = ?`);
@@ -102,7 +109,10 @@ export async function restore(variant: RestoreVariant, n: number, path: string):
       }
     }
   } else if (variant === 'xstate') {
-    const floor = createFarXStateFloor(store, countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget));
+    const floor = createFarXStateFloor(
+      store,
+      countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
+    );
     await floor.start();
   } else {
     const clock = countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget);

@@ -1,11 +1,11 @@
 // track + memory: start() over N active runs already in a MemoryRunStore, until every run's deadline timer
 // is armed; then the retained heap per run after GC. Each worker process measures one variant.
-import { MemoryRunStore } from '../../src/memory-store.js';
-import { createRunMonitor } from '../../src/monitor.js';
+import { MemoryRunStore } from '../../src/stores/memory/memory-store.js';
+import { createRunMonitor } from '../../src/monitor/monitor.js';
 import { createNaiveMonitor } from '../naive.js';
 import { createFarXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
-import { ACTIVE_STATUSES, type RunStatus } from '../../src/types.js';
+import { ACTIVE_STATUSES, type RunStatus } from '../../src/core/types.js';
 import {
   countingClock,
   deadlineOf,
@@ -37,10 +37,19 @@ export interface TrackOptions {
   measureStop?: boolean;
 }
 
-export async function track(variant: TrackVariant, n: number, options: TrackOptions = {}): Promise<TrackResult> {
+export async function track(
+  variant: TrackVariant,
+  n: number,
+  options: TrackOptions = {},
+): Promise<TrackResult> {
   const store = new MemoryRunStore();
   const base = Date.now();
-  await populate(store, n, (i) => MIX[i % MIX.length] as RunStatus, () => base);
+  await populate(
+    store,
+    n,
+    (i) => MIX[i % MIX.length] as RunStatus,
+    () => base,
+  );
   const before = await heapUsed();
 
   let armedAt = Number.NaN;
@@ -85,7 +94,10 @@ export async function track(variant: TrackVariant, n: number, options: TrackOpti
       for (const handle of timers.values()) clearTimeout(handle);
     };
   } else if (variant === 'xstate') {
-    const floor = createFarXStateFloor(store, countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget));
+    const floor = createFarXStateFloor(
+      store,
+      countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
+    );
     await floor.start();
     startResolvedMs = performance.now() - t0;
     keep = floor;
@@ -95,7 +107,11 @@ export async function track(variant: TrackVariant, n: number, options: TrackOpti
       store,
       launcher: new FakeLauncher(),
       clock: countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
-      config: { startTimeoutSeconds: FAR_SECONDS, cancelTimeoutSeconds: FAR_SECONDS, maxRuntimeSeconds: FAR_SECONDS },
+      config: {
+        startTimeoutSeconds: FAR_SECONDS,
+        cancelTimeoutSeconds: FAR_SECONDS,
+        maxRuntimeSeconds: FAR_SECONDS,
+      },
     });
     await monitor.start();
     startResolvedMs = performance.now() - t0;
@@ -128,7 +144,8 @@ export async function track(variant: TrackVariant, n: number, options: TrackOpti
   if (keep === undefined) throw new Error('unreachable');
   // monitor.stop() with every run actor still armed: a host shutting down.
   const s0 = performance.now();
-  if (options.measureStop === false) return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs: Number.NaN };
+  if (options.measureStop === false)
+    return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs: Number.NaN };
   await stop();
   const stopMs = performance.now() - s0;
   return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs };

@@ -1,9 +1,7 @@
-import type { HealthResult, RunLauncher, RunRecord, WorkerStatus } from '../types.js';
+import type { HealthResult, RunLauncher, RunRecord, WorkerStatus } from '../core/types.js';
 
 export type FakeHealth =
-  | WorkerStatus
-  | HealthResult
-  | ((run: RunRecord) => HealthResult | Promise<HealthResult>);
+  WorkerStatus | HealthResult | ((run: RunRecord) => HealthResult | Promise<HealthResult>);
 /** 'hang' never answers: for testing the monitor's launcher timeouts. */
 export type FakeTerminate = boolean | 'throw' | 'hang';
 export type FakeCall = 'ok' | 'throw' | 'hang';

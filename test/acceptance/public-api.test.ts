@@ -34,8 +34,10 @@ async function setup(config: Record<string, unknown> = {}, launcher: FakeLaunche
     return runId;
   };
   const run = async (runId: string) => (await store.getRun(runId))!;
-  const messages = async (runId: string, type: 'RUN_FAILURE' | 'RUN_CANCELED' | 'ENGINE_EVENT' | 'RUN_CANCELING') =>
-    (await store.getEvents(runId, { types: [type] })).map((e) => e.message);
+  const messages = async (
+    runId: string,
+    type: 'RUN_FAILURE' | 'RUN_CANCELED' | 'ENGINE_EVENT' | 'RUN_CANCELING',
+  ) => (await store.getEvents(runId, { types: [type] })).map((e) => e.message);
   return { clock, store, fake, monitor, tick, started, run, messages };
 }
 
@@ -104,7 +106,9 @@ describe("Dagster's monitoring daemon cases", () => {
     ]);
     const engine = await t.messages(runId, 'ENGINE_EVENT');
     expect(engine).toEqual(
-      terminate === 'throw' ? ['Exception while attempting to terminate run. Run will still be marked as failed.'] : [],
+      terminate === 'throw'
+        ? ['Exception while attempting to terminate run. Run will still be marked as failed.']
+        : [],
     );
   });
 });
@@ -144,7 +148,12 @@ describe('beyond Dagster', () => {
     await t.monitor.launch(runId);
     await t.tick(60 * S);
     await t.monitor.stop();
-    const second = createRunMonitor({ store: t.store, launcher: t.fake, clock: t.clock, config: { startTimeoutSeconds: 100 } });
+    const second = createRunMonitor({
+      store: t.store,
+      launcher: t.fake,
+      clock: t.clock,
+      config: { startTimeoutSeconds: 100 },
+    });
     monitors.push(second);
     await second.start();
     t.clock.increment(40 * S - 1);
@@ -167,7 +176,11 @@ describe('beyond Dagster', () => {
 
   it('bad config is refused with the field named', () => {
     expect(() =>
-      createRunMonitor({ store: new MemoryRunStore(), launcher: new FakeLauncher(), config: { poll_interval_seconds: 'soon' } }),
+      createRunMonitor({
+        store: new MemoryRunStore(),
+        launcher: new FakeLauncher(),
+        config: { poll_interval_seconds: 'soon' },
+      }),
     ).toThrow(/poll_interval_seconds/);
   });
 });

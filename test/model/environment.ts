@@ -4,12 +4,12 @@
 import type { Logger } from 'pino';
 import type { AnyActorRef, InspectionEvent } from 'xstate';
 import { SimulatedClock } from 'xstate';
-import type { MonitorConfig } from '../../src/config.js';
-import { RunwardenError } from '../../src/errors.js';
-import { MemoryRunStore } from '../../src/memory-store.js';
-import { createRunMonitor, type RunMonitor } from '../../src/monitor.js';
+import type { MonitorConfig } from '../../src/core/config.js';
+import { RunwardenError } from '../../src/core/errors.js';
+import { MemoryRunStore } from '../../src/stores/memory/memory-store.js';
+import { createRunMonitor, type RunMonitor } from '../../src/monitor/monitor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
-import type { EngineEventInput, RunRecord, RunStatus, TransitionChange } from '../../src/types.js';
+import type { EngineEventInput, RunRecord, RunStatus, TransitionChange } from '../../src/core/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
 
 export type StoreOutcome =
@@ -22,7 +22,7 @@ export type StoreOutcome =
 const busy = () => new RunwardenError('STORE_BUSY', 'scripted: database is locked');
 
 /** A MemoryRunStore whose writes made by the monitor follow a script; `outside` writes like a worker. */
-export class ScriptedStore extends MemoryRunStore {
+class ScriptedStore extends MemoryRunStore {
   readonly script = {
     transition: [] as StoreOutcome[],
     appendEvent: [] as StoreOutcome[],
@@ -88,7 +88,7 @@ interface Held {
 }
 
 /** A FakeLauncher whose terminate / resume / debugInfo calls wait to be released by the test. */
-export class HeldLauncher extends FakeLauncher {
+class HeldLauncher extends FakeLauncher {
   readonly held: Held[] = [];
 
   private hold<T>(call: HeldCall): Promise<T> {
@@ -146,7 +146,11 @@ export class EdgeRecorder {
       }
       for (const t of event._transitions) edges.add(edgeKey(t));
     } else if (machineId === 'run' || machineId === 'supervisor') {
-      const snapshot = event.snapshot as unknown as { value: unknown; status: string; context: { run?: { runId: string } } };
+      const snapshot = event.snapshot as unknown as {
+        value: unknown;
+        status: string;
+        context: { run?: { runId: string } };
+      };
       // Run actors' ids are shard slot numbers; the run id is in their context.
       const key = machineId === 'run' ? (snapshot.context.run?.runId ?? actor.id) : machineId;
       this.runStates.set(key, snapshot.status === 'done' ? 'done' : snapshot.value);

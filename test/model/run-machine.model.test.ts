@@ -4,7 +4,7 @@
 // The suite fails if any edge of the run machine was not taken by some real run actor.
 import { describe, expect, it } from 'vitest';
 import { deadlines, type RunContext, runMachine } from '../../machines/run.machine.js';
-import { type RunRecord, type RunStatus, STATUS_EVENT, TAGS } from '../../src/types.js';
+import { type RunRecord, type RunStatus, STATUS_EVENT, TAGS } from '../../src/core/types.js';
 import { allEdges, type EdgeKey } from './edges.js';
 import { EdgeRecorder, type Environment, environment, type StoreOutcome } from './environment.js';
 import {
@@ -226,7 +226,10 @@ async function replay(path: ModelPath): Promise<void> {
       if ((event.error as { code?: string } | undefined)?.code === 'RUN_NOT_FOUND') {
         // The store cannot delete a run: the "gone" read was scripted, the run is still there and the next
         // sweep rightly watches it again. Nothing after this step is comparable; the edge is what counts.
-        expect(recorder.taken.get('run')?.has(`${effectNode(before)?.id}|${event.type}|0`), 'run-gone edge').toBe(true);
+        expect(
+          recorder.taken.get('run')?.has(`${effectNode(before)?.id}|${event.type}|0`),
+          'run-gone edge',
+        ).toBe(true);
         break;
       }
       expectAfter(expected, before, event);

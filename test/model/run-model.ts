@@ -14,8 +14,8 @@ import {
   runMachine,
   type WriteStatusOutput,
 } from '../../machines/run.machine.js';
-import { runSettings } from '../../src/monitor.js';
-import { ALLOWED_MOVES, type RunRecord, type RunStatus, TAGS } from '../../src/types.js';
+import { runSettings } from '../../src/monitor/monitor.js';
+import { ALLOWED_MOVES, type RunRecord, type RunStatus, TAGS } from '../../src/core/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
 
 export type RunSnapshot = ReturnType<typeof runMachine.transition>;
@@ -90,7 +90,7 @@ export function modelInput(config: ModelConfig): RunInput {
   };
 }
 
-export function activeNodes(snapshot: RunSnapshot): AnyStateNode[] {
+function activeNodes(snapshot: RunSnapshot): AnyStateNode[] {
   return snapshot._nodes as AnyStateNode[];
 }
 
@@ -112,7 +112,7 @@ function afterEvents(snapshot: RunSnapshot): ModelEvent[] {
 }
 
 /** Every event the environment can produce in this state, with the outcomes effects can have. */
-export function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
+function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
   if (snapshot.status !== 'active') return [];
   const context = snapshot.context as RunContext;
   const run = context.run;
@@ -170,7 +170,7 @@ export function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
 }
 
 /** Only what decides behaviour: keeps the traversal finite (timestamps and messages are left out). */
-export function serialize(snapshot: RunSnapshot): string {
+function serialize(snapshot: RunSnapshot): string {
   const c = snapshot.context as RunContext;
   return JSON.stringify([
     snapshot.value,
@@ -193,7 +193,7 @@ export interface ModelPath {
 }
 
 /** The edges one model step takes (its own transition and the eventless ones after it). */
-export function modelEdges(snapshot: RunSnapshot, event: ModelEvent): EdgeKey[] {
+function modelEdges(snapshot: RunSnapshot, event: ModelEvent): EdgeKey[] {
   const edges: EdgeKey[] = [];
   const inspector = createActor(
     fromTransition((s) => s, {}),
@@ -251,7 +251,7 @@ export function initialSnapshot(input: RunInput): RunSnapshot {
   return actor.getSnapshot() as RunSnapshot;
 }
 
-export function generatePaths(configName: keyof typeof MODEL_CONFIGS): ModelPath[] {
+function generatePaths(configName: keyof typeof MODEL_CONFIGS): ModelPath[] {
   const input = modelInput(MODEL_CONFIGS[configName]);
   // The graph's types want the machine's own event union; ours are the same events, built generically.
   const options = { input, events: eventsFor, serializeState: serialize } as unknown as NonNullable<
@@ -281,7 +281,7 @@ export function generatePaths(configName: keyof typeof MODEL_CONFIGS): ModelPath
   return paths;
 }
 
-export function describe(event: ModelEvent): string {
+function describe(event: ModelEvent): string {
   if (event.type === 'run.updated') return `store:${(event.run as RunRecord).status}`;
   if (event.type === 'health.checked') return `health:${(event.result as { status: string }).status}`;
   if (event.type.startsWith('xstate.after.')) return `timer:${event.type.split('.')[2]}`;
@@ -302,5 +302,3 @@ export function describe(event: ModelEvent): string {
           : '';
   return `${state}:${kind}${detail}`;
 }
-
-export { ALLOWED_MOVES };

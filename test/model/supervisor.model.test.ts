@@ -8,7 +8,7 @@ import { getNextSnapshot } from 'xstate';
 import { getShortestPaths } from 'xstate/graph';
 import { shardMachine } from '../../machines/shard.machine.js';
 import { supervisorMachine } from '../../machines/supervisor.machine.js';
-import type { RunRecord } from '../../src/types.js';
+import type { RunRecord } from '../../src/core/types.js';
 import { allEdges, type EdgeKey } from './edges.js';
 import { EdgeRecorder, type Environment, environment } from './environment.js';
 

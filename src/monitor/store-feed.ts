@@ -2,7 +2,7 @@
 // through readEventsAfter on an interval. Status events become fresh records delivered to the supervisor.
 import type { Logger } from 'pino';
 import type { EffectTracker } from './effect-tracker.js';
-import { type Clock, type RunEvent, type RunRecord, type RunStore, statusOfEvent } from './types.js';
+import { type Clock, type RunEvent, type RunRecord, type RunStore, statusOfEvent } from '../core/types.js';
 
 const TAIL_PAGE = 1000;
 

@@ -205,11 +205,7 @@ export const TAGS = {
 } as const;
 
 export type FailureReason =
-  | 'START_TIMEOUT'
-  | 'QUEUED_TIMEOUT'
-  | 'MAX_RUNTIME_EXCEEDED'
-  | 'RUN_WORKER_CRASHED'
-  | 'LAUNCH_FAILED';
+  'START_TIMEOUT' | 'QUEUED_TIMEOUT' | 'MAX_RUNTIME_EXCEEDED' | 'RUN_WORKER_CRASHED' | 'LAUNCH_FAILED';
 
 export interface Clock {
   now(): number;

@@ -45,7 +45,7 @@ storeOptions(
         .default('info'),
     ),
 ).action(async (options) => {
-  const { monitorCommand } = await import('./cli-commands.js');
+  const { monitorCommand } = await import('./commands.js');
   await monitorCommand(options);
 });
 
@@ -67,7 +67,7 @@ storeOptions(
     .option('--json', 'print the launched run as JSON')
     .passThroughOptions(),
 ).action(async (command: string[], options) => {
-  const { launchCommand } = await import('./cli-commands.js');
+  const { launchCommand } = await import('./commands.js');
   await launchCommand(command, options);
 });
 
@@ -84,7 +84,7 @@ storeOptions(
     .option('-n, --limit <n>', 'show at most this many runs', positiveInt, 50)
     .option('--json', 'print the runs as a JSON array'),
 ).action(async (options) => {
-  const { runsCommand } = await import('./cli-commands.js');
+  const { runsCommand } = await import('./commands.js');
   await runsCommand(options);
 });
 
@@ -95,7 +95,7 @@ storeOptions(
     .argument('<run-id>', 'the run')
     .option('--json', 'print the events as a JSON array'),
 ).action(async (runId: string, options) => {
-  const { eventsCommand } = await import('./cli-commands.js');
+  const { eventsCommand } = await import('./commands.js');
   await eventsCommand(runId, options);
 });
 
@@ -106,7 +106,7 @@ storeOptions(
     .argument('<run-id>', 'the run')
     .option('--json', 'print the run as JSON afterwards'),
 ).action(async (runId: string, options) => {
-  const { cancelCommand } = await import('./cli-commands.js');
+  const { cancelCommand } = await import('./commands.js');
   await cancelCommand(runId, options);
 });
 
@@ -146,8 +146,8 @@ function positiveInt(value: string): number {
 }
 
 function packageVersion(): string {
-  // dist/src/cli.js → package.json two levels up (src/cli.ts → one level up when run from source).
-  for (const rel of ['../../package.json', '../package.json']) {
+  // dist/src/cli/cli.js → package.json three levels up (src/cli/cli.ts → two levels up from source).
+  for (const rel of ['../../../package.json', '../../package.json']) {
     try {
       const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as {
         name?: string;
@@ -164,6 +164,6 @@ function packageVersion(): string {
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
-  const { reportError } = await import('./cli-output.js');
+  const { reportError } = await import('./output.js');
   process.exitCode = reportError(error);
 }

@@ -12,7 +12,7 @@ import {
   type InspectionEvent,
   type Observer,
 } from 'xstate';
-import { errorText, messages } from '../machines/messages.js';
+import { errorText, messages } from '../../machines/messages.js';
 import {
   type EngineEventInput,
   type LauncherCallInput,
@@ -22,20 +22,20 @@ import {
   runMachine,
   type WriteStatusInput,
   type WriteStatusOutput,
-} from '../machines/run.machine.js';
-import { failedRun, shardMachine } from '../machines/shard.machine.js';
+} from '../../machines/run.machine.js';
+import { failedRun, shardMachine } from '../../machines/shard.machine.js';
 import {
   type PollHealthInput,
   type SupervisorEvent,
   supervisorMachine,
-} from '../machines/supervisor.machine.js';
-import { realClock, sleepOn } from './clock.js';
-import { type MonitorConfig, parseMonitorConfig, resolveMaxRuntimeSeconds } from './config.js';
+} from '../../machines/supervisor.machine.js';
+import { realClock, sleepOn } from '../core/clock.js';
+import { type MonitorConfig, parseMonitorConfig, resolveMaxRuntimeSeconds } from '../core/config.js';
 import { EffectTracker } from './effect-tracker.js';
-import { LaunchError, RunNotFoundError, RunwardenError } from './errors.js';
+import { LaunchError, RunNotFoundError, RunwardenError } from '../core/errors.js';
 import { StoreFeed } from './store-feed.js';
-import type { Clock, HealthResult, RunLauncher, RunRecord, RunStatus, RunStore } from './types.js';
-import { ACTIVE_STATUSES, TAGS } from './types.js';
+import type { Clock, HealthResult, RunLauncher, RunRecord, RunStatus, RunStore } from '../core/types.js';
+import { ACTIVE_STATUSES, TAGS } from '../core/types.js';
 
 export interface RunMonitorOptions {
   store: RunStore;
@@ -250,7 +250,10 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     actors: { shard: providedShard, pollHealth },
     actions: {
       reportBadRecord: (_, params: { problem: string }) =>
-        logger.error({ problem: params.problem }, `Ignoring a run record the monitor cannot use: ${params.problem}`),
+        logger.error(
+          { problem: params.problem },
+          `Ignoring a run record the monitor cannot use: ${params.problem}`,
+        ),
     },
   });
 
@@ -493,8 +496,9 @@ interface Delayed {
  * never persists (deadlines come from stored timestamps). Left alone if XState's internals differ.
  */
 function indexDelayedEvents(system: AnyActorRef['system']): void {
-  const relay = (system as unknown as { _relay?: (source: AnyActorRef, target: AnyActorRef, event: EventObject) => void })
-    ._relay;
+  const relay = (
+    system as unknown as { _relay?: (source: AnyActorRef, target: AnyActorRef, event: EventObject) => void }
+  )._relay;
   const clock = system._clock;
   if (typeof relay !== 'function' || !clock || typeof system.scheduler?.cancelAll !== 'function') return;
   const books = new Map<AnyActorRef, Delayed>();

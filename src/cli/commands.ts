@@ -3,7 +3,7 @@
 // and cancel() — so the deadlines they create are enforced by whichever `runwarden monitor` is running.
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { formatTable, oneLine, time, UsageError } from './cli-output.js';
+import { formatTable, oneLine, time, UsageError } from './output.js';
 import {
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
@@ -11,12 +11,12 @@ import {
   storeUrlOf,
   withStorePath,
 } from './config-file.js';
-import { LaunchError, RunNotFoundError, RunwardenError } from './errors.js';
-import type { RunMonitorOptions } from './monitor.js';
-import { COMMAND_TAG, ProcessRunLauncher } from './process-launcher.js';
-import { SqliteRunStore } from './sqlite-store.js';
-import { parseStoreUrl, STORE_ENV } from './store-url.js';
-import { isTerminal, RUN_STATUSES, type RunRecord, type RunStatus, TAGS } from './types.js';
+import { LaunchError, RunNotFoundError, RunwardenError } from '../core/errors.js';
+import type { RunMonitorOptions } from '../monitor/monitor.js';
+import { COMMAND_TAG, ProcessRunLauncher } from '../launchers/process/process-launcher.js';
+import { SqliteRunStore } from '../stores/sqlite/sqlite-store.js';
+import { parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
+import { isTerminal, RUN_STATUSES, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
 
 export interface StoreOptions {
   config?: string;
@@ -24,7 +24,7 @@ export interface StoreOptions {
 }
 
 /** The config file (explicit, or ./runwarden.yaml when present, else defaults) with --store applied. */
-export function resolveConfig(options: StoreOptions): RunwardenFileConfig {
+function resolveConfig(options: StoreOptions): RunwardenFileConfig {
   const config =
     options.config !== undefined
       ? loadConfigFile(options.config, { explicit: true })
@@ -76,7 +76,7 @@ function makeLauncher(config: RunwardenFileConfig, store: SqliteRunStore): Proce
 
 /** The monitor (and XState with it) is only loaded by the commands that need it. */
 async function newMonitor(options: RunMonitorOptions) {
-  const { createRunMonitor } = await import('./monitor.js');
+  const { createRunMonitor } = await import('../monitor/monitor.js');
   return createRunMonitor(options);
 }
 

@@ -11,10 +11,10 @@
 // outcome (max runtime exceeded, start timeout), in which case the worker just exits.
 //
 // This module imports no XState and no monitor code: a worker loads only the store it writes to.
-import { errorText } from '../machines/messages.js';
-import { RunNotFoundError, RunwardenError } from './errors.js';
-import { openStore, STORE_ENV } from './store-url.js';
-import { isTerminal, type RunRecord, type RunStore, TAGS } from './types.js';
+import { errorText } from '../../machines/messages.js';
+import { RunNotFoundError, RunwardenError } from '../core/errors.js';
+import { openStore, STORE_ENV } from '../stores/store-url.js';
+import { isTerminal, type RunRecord, type RunStore, TAGS } from '../core/types.js';
 
 /** Environment variables a launcher gives a run worker (ProcessRunLauncher sets all three). */
 export const RUN_WORKER_ENV = {

@@ -1,7 +1,7 @@
 // Validation of what callers hand a RunStore, shared by every store: one definition of a valid run id,
 // tag set and appended event.
-import { InvalidTagsError, RunwardenError } from './errors.js';
-import type { EngineEventInput } from './types.js';
+import { InvalidTagsError, RunwardenError } from '../core/errors.js';
+import type { EngineEventInput } from '../core/types.js';
 
 /** Validates tags (plain object, string values) and returns a copy the caller can no longer mutate. */
 export function copyTags(tags: unknown): Record<string, string> {
@@ -28,17 +28,20 @@ export function copyTags(tags: unknown): Record<string, string> {
   return out;
 }
 
-export function mergeTags(target: Record<string, string>, tags: Record<string, string>): Record<string, string> {
+export function mergeTags(
+  target: Record<string, string>,
+  tags: Record<string, string>,
+): Record<string, string> {
   for (const [key, value] of Object.entries(tags)) setTag(target, key, value);
   return target;
 }
 
 /** defineProperty, not assignment: a "__proto__" tag must stay an ordinary key, not replace the prototype. */
-export function setTag(target: Record<string, string>, key: string, value: string): void {
+function setTag(target: Record<string, string>, key: string, value: string): void {
   Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
-export function describe(value: unknown): string {
+function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
@@ -49,7 +52,10 @@ export function describe(value: unknown): string {
 
 export function validateRunId(runId: unknown): asserts runId is string {
   if (typeof runId !== 'string' || runId.length === 0) {
-    throw new RunwardenError('INVALID_RUN_ID', `A run id must be a non-empty string; got ${describe(runId)}.`);
+    throw new RunwardenError(
+      'INVALID_RUN_ID',
+      `A run id must be a non-empty string; got ${describe(runId)}.`,
+    );
   }
 }
 

@@ -1,5 +1,5 @@
 // Output helpers of the `runwarden` CLI: aligned tables and one-line errors.
-import { ConfigError, RunwardenError } from './errors.js';
+import { ConfigError, RunwardenError } from '../core/errors.js';
 
 /** A usage mistake (bad flag value, nothing to do): exit code 2, like a bad config. */
 export class UsageError extends RunwardenError {

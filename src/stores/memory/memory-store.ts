@@ -1,10 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import {
-  DuplicateRunError,
-  InvalidTransitionError,
-  RunNotFoundError,
-} from './errors.js';
-import { assertEngineEvent, copyTags, mergeTags, validateRunId } from './store-input.js';
+import { DuplicateRunError, InvalidTransitionError, RunNotFoundError } from '../../core/errors.js';
+import { assertEngineEvent, copyTags, mergeTags, validateRunId } from '../store-input.js';
 import {
   ALLOWED_MOVES,
   type CreateRunInput,
@@ -20,7 +16,7 @@ import {
   STATUS_EVENT,
   STATUS_TIMESTAMP,
   type TransitionChange,
-} from './types.js';
+} from '../../core/types.js';
 
 export interface MemoryRunStoreOptions {
   /** Source of the default `at`; tests pass a simulated clock. Default: real time. */
@@ -206,14 +202,9 @@ function isMove(from: RunStatus, to: RunStatus): boolean {
   return Object.hasOwn(ALLOWED_MOVES, from) && ALLOWED_MOVES[from].includes(to);
 }
 
-
-
-
 function copyRecord(record: RunRecord): RunRecord {
   return { ...record, tags: mergeTags({}, record.tags) };
 }
-
-
 
 function copyEvent(event: RunEvent): RunEvent {
   const copy: RunEvent = { ...event };
@@ -256,6 +247,3 @@ function upperBoundSeq(events: RunEvent[], seq: number): number {
   }
   return lo;
 }
-
-// Kept for importers of the first release: copyTags now lives in store-input.ts.
-export { copyTags };

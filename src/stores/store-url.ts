@@ -5,9 +5,9 @@
 //   sqlite:./runs.db                      relative to `baseDir` (default: the current directory)
 //   sqlite:///var/lib/runwarden/runs.db   URL form of an absolute path
 import { isAbsolute, resolve } from 'node:path';
-import { ConfigError } from './errors.js';
-import { SqliteRunStore } from './sqlite-store.js';
-import type { RunStore } from './types.js';
+import { ConfigError } from '../core/errors.js';
+import { SqliteRunStore } from './sqlite/sqlite-store.js';
+import type { RunStore } from '../core/types.js';
 
 /** The environment variable a run worker reads its store location from. */
 export const STORE_ENV = 'RUNWARDEN_STORE';
@@ -69,7 +69,7 @@ export function openStore(
   return openStoreAt(location, options);
 }
 
-export function openStoreAt(
+function openStoreAt(
   location: StoreLocation,
   options: { busyTimeoutMs?: number } = {},
 ): RunStore & { close(): Promise<void> } {

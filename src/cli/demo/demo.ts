@@ -5,14 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { messages } from '../../machines/messages.js';
-import { formatTable } from '../cli-output.js';
-import { createRunMonitor, type RunMonitor } from '../monitor.js';
-import { PID_TAG, ProcessRunLauncher } from '../process-launcher.js';
-import { SqliteRunStore } from '../sqlite-store.js';
-import { formatStoreUrl, STORE_ENV } from '../store-url.js';
-import { isTerminal, type RunEvent, type RunRecord, TAGS } from '../types.js';
-import type { StepEventData } from '../worker.js';
+import { messages } from '../../../machines/messages.js';
+import { formatTable } from '../output.js';
+import { createRunMonitor, type RunMonitor } from '../../monitor/monitor.js';
+import { PID_TAG, ProcessRunLauncher } from '../../launchers/process/process-launcher.js';
+import { SqliteRunStore } from '../../stores/sqlite/sqlite-store.js';
+import { formatStoreUrl, STORE_ENV } from '../../stores/store-url.js';
+import { isTerminal, type RunEvent, type RunRecord, TAGS } from '../../core/types.js';
+import type { StepEventData } from '../../worker/worker.js';
 
 const CONFIG = {
   startTimeoutSeconds: 3,

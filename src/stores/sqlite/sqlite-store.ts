@@ -5,8 +5,8 @@ import {
   InvalidTransitionError,
   RunNotFoundError,
   RunwardenError,
-} from './errors.js';
-import { assertEngineEvent, copyTags, mergeTags, validateRunId } from './store-input.js';
+} from '../../core/errors.js';
+import { assertEngineEvent, copyTags, mergeTags, validateRunId } from '../store-input.js';
 import {
   ALLOWED_MOVES,
   type CreateRunInput,
@@ -22,7 +22,7 @@ import {
   STATUS_EVENT,
   STATUS_TIMESTAMP,
   type TransitionChange,
-} from './types.js';
+} from '../../core/types.js';
 
 export interface SqliteRunStoreOptions {
   /** The database file. Every process that shares runs (monitor, run workers) opens the same path. */
@@ -378,8 +378,7 @@ export class SqliteRunStore implements RunStore {
     return this.guard(() =>
       this.write(() => {
         const row = this.sql.incrementResumeAttempts.get(this.clock.now(), runId) as
-          | { resume_attempts: number }
-          | undefined;
+          { resume_attempts: number } | undefined;
         if (!row) throw new RunNotFoundError(runId);
         return { result: row.resume_attempts, events: [] };
       }),
@@ -586,8 +585,3 @@ function isMove(from: RunStatus, to: RunStatus): boolean {
   // Guard against strings that are not statuses at all (JS callers, bad casts).
   return Object.hasOwn(ALLOWED_MOVES, from) && ALLOWED_MOVES[from].includes(to);
 }
-
-
-
-
-

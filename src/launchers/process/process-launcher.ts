@@ -9,8 +9,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConfigError, InvalidTagsError, LaunchError, RunwardenError } from './errors.js';
-import { type HealthResult, isTerminal, type RunLauncher, type RunRecord, type RunStore } from './types.js';
+import { ConfigError, InvalidTagsError, LaunchError, RunwardenError } from '../../core/errors.js';
+import {
+  type HealthResult,
+  isTerminal,
+  type RunLauncher,
+  type RunRecord,
+  type RunStore,
+} from '../../core/types.js';
 
 /** Tags the process launcher reads and writes on a run. */
 export const PROCESS_LAUNCHER_TAGS = {

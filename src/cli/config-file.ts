@@ -13,16 +13,16 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { type MonitorConfig, parseMonitorConfig } from './config.js';
-import { ConfigError } from './errors.js';
-import { formatStoreUrl } from './store-url.js';
+import { type MonitorConfig, parseMonitorConfig } from '../core/config.js';
+import { ConfigError } from '../core/errors.js';
+import { formatStoreUrl } from '../stores/store-url.js';
 
 export const DEFAULT_CONFIG_FILE = 'runwarden.yaml';
 /** ProcessRunLauncher's defaults (terminateGraceMs, killWaitMs), in seconds. */
 const DEFAULT_GRACE_SECONDS = 10;
 const DEFAULT_KILL_WAIT_SECONDS = 2;
 /** Where a directory without a runwarden.yaml keeps its runs (relative to the current directory). */
-export const DEFAULT_DATA_DIR = '.runwarden';
+const DEFAULT_DATA_DIR = '.runwarden';
 
 export interface RunwardenFileConfig {
   /** The file read, absolute; undefined when the defaults were used. */
@@ -152,11 +152,7 @@ export function parseConfigFile(text: string, file: string): RunwardenFileConfig
 }
 
 /** Validates an already-parsed config object. */
-export function parseConfigObject(
-  data: unknown,
-  file: string | undefined,
-  baseDir: string,
-): RunwardenFileConfig {
+function parseConfigObject(data: unknown, file: string | undefined, baseDir: string): RunwardenFileConfig {
   const where = file ?? 'configuration';
   const issues: { path: string; message: string }[] = [];
   const parsed = fileSchema.safeParse(data);

@@ -1,7 +1,7 @@
 // The run worker `runwarden demo` launches, one process per run: `node worker.js <scenario>`. It uses the
 // worker SDK exactly as a user's worker would. What it prints goes to the run's log file.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type RunWorker, startRunWorker } from '../worker.js';
+import { type RunWorker, startRunWorker } from '../../worker/worker.js';
 
 const scenario = process.argv[2] ?? '';
 const say = (message: string) => console.log(`[${scenario} pid ${process.pid}] ${message}`);
