@@ -6,14 +6,14 @@ import {
   type EngineEventInput,
   type LauncherCallInput,
   type RunMachineEvent,
-  runDelays,
   runMachine,
+  runSettings,
+  runTiming,
   type WriteStatusInput,
   type WriteStatusOutput,
 } from '../machines/run.machine.js';
 import { runSystemId } from '../machines/shard.machine.js';
 import { parseMonitorConfig, resolveMaxRuntimeSeconds } from '../src/core/config.js';
-import { runSettings } from '../src/monitor/monitor.js';
 import {
   ACTIVE_STATUSES,
   type Clock,
@@ -48,7 +48,7 @@ export function createNaiveMonitor(options: {
     return run;
   };
   const run = runMachine.provide({
-    delays: runDelays(() => clock.now()),
+    ...runTiming(() => clock.now()),
     actors: {
       writeStatus: fromPromise<WriteStatusOutput, WriteStatusInput>(async ({ input }) => {
         const { runId, to, from, message, tags } = input;

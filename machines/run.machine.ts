@@ -3,21 +3,31 @@
 // While an effect is in flight the actor sits in a state named after it, so a timer or an event arriving
 // meanwhile cannot start a second effect: updates are recorded and acted on once the effect has finished.
 import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import type { MonitorConfig } from '../src/core/config.js';
 import type { FailureReason, HealthResult, RunRecord, RunStatus } from '../src/core/types.js';
 import { TAGS } from '../src/core/types.js';
 import { errorText, messages } from './messages.js';
 
+/** The MonitorConfig fields every run actor obeys (0 switches a *Seconds check off). */
+const RUN_SETTING_KEYS = [
+  'startTimeoutSeconds',
+  'cancelTimeoutSeconds',
+  'queuedTimeoutSeconds',
+  'maxResumeRunAttempts',
+  'unknownHealthTolerance',
+  'terminateOnStartTimeout',
+  'launcherTimeoutSeconds',
+  'storeRetrySeconds',
+] as const satisfies readonly (keyof MonitorConfig)[];
+
 /** Monitoring settings a run actor obeys; shared by every run of a monitor except the per-run fields. */
-export interface RunSettings {
-  /** 0 switches the check off (for every *Seconds field). */
-  startTimeoutSeconds: number;
-  cancelTimeoutSeconds: number;
-  queuedTimeoutSeconds: number;
-  maxResumeRunAttempts: number;
-  unknownHealthTolerance: number;
-  terminateOnStartTimeout: boolean;
-  launcherTimeoutSeconds: number;
-  storeRetrySeconds: number;
+export type RunSettings = Pick<MonitorConfig, (typeof RUN_SETTING_KEYS)[number]>;
+
+/** The run settings of a configuration: one object, shared by every run actor of a monitor. */
+export function runSettings(config: RunSettings): RunSettings {
+  const settings = {} as Record<string, unknown>;
+  for (const key of RUN_SETTING_KEYS) settings[key] = config[key];
+  return settings as unknown as RunSettings;
 }
 
 export interface RunInput {
@@ -68,6 +78,10 @@ export interface EngineEventInput {
 export interface LauncherCallInput {
   runId: string;
 }
+export interface TerminateInput extends LauncherCallInput {
+  /** The FAILURE write journaled this termination (TAGS.terminatePending): clear the journal once done. */
+  journaled?: boolean;
+}
 
 const SECOND = 1000;
 
@@ -82,10 +96,36 @@ export const deadlines = {
     (c.run.cancelingAt ?? c.run.updatedAt) + c.settings.cancelTimeoutSeconds * SECOND,
 };
 
+export type DeadlineName = keyof typeof deadlines;
+
+/** Whether each deadline is enforced at all (a timeout of 0 switches it off). */
+const deadlineOn: Record<DeadlineName, (c: RunContext) => boolean> = {
+  notStarted: (c) => c.settings.startTimeoutSeconds > 0,
+  queued: (c) => c.settings.queuedTimeoutSeconds > 0,
+  starting: (c) => c.settings.startTimeoutSeconds > 0,
+  started: (c) => c.maxRuntimeSeconds > 0,
+  canceling: (c) => c.settings.cancelTimeoutSeconds > 0,
+};
+
 type DelayArgs = { context: RunContext };
 
-/** Named delays measured against `now`; the host passes its clock's now (default: real time). */
-export function runDelays(now: () => number) {
+/**
+ * The machine's view of time, measured against the host's clock (default: real time): the named delays,
+ * and `overdue`, which lets a state act on a deadline that has already passed when it is armed (at start,
+ * after a restart, on an update) instead of arming a zero-delay timer.
+ */
+export function runTiming(now: () => number) {
+  return {
+    delays: runDelays(now),
+    guards: {
+      overdue: ({ context }: DelayArgs, params: { deadline: DeadlineName }) =>
+        deadlineOn[params.deadline](context) && now() >= deadlines[params.deadline](context),
+    },
+  };
+}
+
+/** Named delays measured against `now`. */
+function runDelays(now: () => number) {
   const until = (deadline: number) => Math.max(0, deadline - now());
   return {
     notLaunchedTimeout: ({ context }: DelayArgs) => until(deadlines.notStarted(context)),
@@ -129,6 +169,13 @@ function failure(
   return { failure: { reason, message, from: [from], terminateWorker } };
 }
 
+/** The tags of the FAILURE write: the reason, and the journal of a termination still to be done. */
+function failureTags(failure: PendingFailure | undefined): Record<string, string> {
+  const tags: Record<string, string> = { [TAGS.failureReason]: failure?.reason ?? 'UNKNOWN' };
+  if (failure?.terminateWorker) tags[TAGS.terminatePending] = 'true';
+  return tags;
+}
+
 /** FAILURE for a run that never reported STARTED, then terminate its worker if so configured. */
 function startTimeoutFailure(context: RunContext, debugInfo?: string): { failure: PendingFailure } {
   const message = messages.startTimeout(context.settings.startTimeoutSeconds, debugInfo);
@@ -168,16 +215,26 @@ export const runMachine = setup({
     appendEngineEvent: hostProvided<void, EngineEventInput>('appendEngineEvent'),
     readRun: hostProvided<RunRecord | undefined, LauncherCallInput>('readRun'),
     recordResumeAttempt: hostProvided<number, LauncherCallInput>('recordResumeAttempt'),
-    terminateWorker: hostProvided<boolean, LauncherCallInput>('terminateWorker'),
+    terminateWorker: hostProvided<boolean, TerminateInput>('terminateWorker'),
     resumeWorker: hostProvided<void, LauncherCallInput & { attempt: number }>('resumeWorker'),
     fetchDebugInfo: hostProvided<string | undefined, LauncherCallInput>('fetchDebugInfo'),
   },
-  delays: runDelays(Date.now),
+  delays: runTiming(Date.now).delays,
   actions: {
     recordRun: assign({
       run: ({ context, event }) =>
         event.type === 'run.updated' ? newerRun(context.run, event.run) : context.run,
     }),
+    failNotLaunched: assign(({ context }) =>
+      failure(
+        'START_TIMEOUT',
+        messages.notLaunchedTimeout(context.settings.startTimeoutSeconds),
+        'NOT_STARTED',
+      ),
+    ),
+    failQueued: assign(({ context }) =>
+      failure('QUEUED_TIMEOUT', messages.queuedTimeout(context.settings.queuedTimeoutSeconds), 'QUEUED'),
+    ),
     resetUnknownStreak: assign({ unknownStreak: 0 }),
     countUnknown: assign({ unknownStreak: ({ context }) => context.unknownStreak + 1 }),
     recordHealth: assign({
@@ -190,6 +247,8 @@ export const runMachine = setup({
     reportInvalidMaxRuntimeTag: () => {},
   },
   guards: {
+    // Host-provided with the host's clock (runTiming): the deadline is on and has passed.
+    overdue: runTiming(Date.now).guards.overdue,
     hasStatus: ({ context }, params: { status: RunStatus | 'TERMINAL' }) =>
       params.status === 'TERMINAL'
         ? STATUS_RANK[context.run.status] === STATUS_RANK.SUCCESS
@@ -257,22 +316,19 @@ export const runMachine = setup({
       initial: 'choosing',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: { always: [{ guard: 'notLaunchedTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
-        untimed: {},
-        timed: {
-          after: {
-            notLaunchedTimeout: {
+        choosing: {
+          always: [
+            {
+              guard: { type: 'overdue', params: { deadline: 'notStarted' } },
               target: '#run.failing',
-              actions: assign(({ context }) =>
-                failure(
-                  'START_TIMEOUT',
-                  messages.notLaunchedTimeout(context.settings.startTimeoutSeconds),
-                  'NOT_STARTED',
-                ),
-              ),
+              actions: 'failNotLaunched',
             },
-          },
+            { guard: 'notLaunchedTimeoutOn', target: 'timed' },
+            { target: 'untimed' },
+          ],
         },
+        untimed: {},
+        timed: { after: { notLaunchedTimeout: { target: '#run.failing', actions: 'failNotLaunched' } } },
       },
     },
 
@@ -281,22 +337,19 @@ export const runMachine = setup({
       initial: 'choosing',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: { always: [{ guard: 'queuedTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
-        untimed: {},
-        timed: {
-          after: {
-            queuedTimeout: {
+        choosing: {
+          always: [
+            {
+              guard: { type: 'overdue', params: { deadline: 'queued' } },
               target: '#run.failing',
-              actions: assign(({ context }) =>
-                failure(
-                  'QUEUED_TIMEOUT',
-                  messages.queuedTimeout(context.settings.queuedTimeoutSeconds),
-                  'QUEUED',
-                ),
-              ),
+              actions: 'failQueued',
             },
-          },
+            { guard: 'queuedTimeoutOn', target: 'timed' },
+            { target: 'untimed' },
+          ],
         },
+        untimed: {},
+        timed: { after: { queuedTimeout: { target: '#run.failing', actions: 'failQueued' } } },
       },
     },
 
@@ -307,7 +360,13 @@ export const runMachine = setup({
       initial: 'choosing',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: { always: [{ guard: 'startTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
+        choosing: {
+          always: [
+            { guard: { type: 'overdue', params: { deadline: 'starting' } }, target: 'collectingDebugInfo' },
+            { guard: 'startTimeoutOn', target: 'timed' },
+            { target: 'untimed' },
+          ],
+        },
         untimed: {},
         timed: { after: { startTimeout: 'collectingDebugInfo' } },
         collectingDebugInfo: {
@@ -352,7 +411,16 @@ export const runMachine = setup({
             ],
           },
           states: {
-            choosing: { always: [{ guard: 'maxRuntimeOn', target: 'limited' }, { target: 'unlimited' }] },
+            choosing: {
+              always: [
+                {
+                  guard: { type: 'overdue', params: { deadline: 'started' } },
+                  target: '#run.exceedingMaxRuntime',
+                },
+                { guard: 'maxRuntimeOn', target: 'limited' },
+                { target: 'unlimited' },
+              ],
+            },
             unlimited: {},
             limited: { after: { maxRuntime: '#run.exceedingMaxRuntime' } },
           },
@@ -567,7 +635,13 @@ export const runMachine = setup({
       initial: 'choosing',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: { always: [{ guard: 'cancelTimeoutOn', target: 'timed' }, { target: 'untimed' }] },
+        choosing: {
+          always: [
+            { guard: { type: 'overdue', params: { deadline: 'canceling' } }, target: 'markingCanceled' },
+            { guard: 'cancelTimeoutOn', target: 'timed' },
+            { target: 'untimed' },
+          ],
+        },
         untimed: {},
         timed: { after: { cancelTimeout: 'markingCanceled' } },
         markingCanceled: {
@@ -606,7 +680,7 @@ export const runMachine = setup({
           to: 'FAILURE' as const,
           from: context.failure?.from ?? [],
           message: context.failure?.message ?? '',
-          tags: { [TAGS.failureReason]: context.failure?.reason ?? 'UNKNOWN' },
+          tags: failureTags(context.failure),
         }),
         onDone: [
           {
@@ -631,7 +705,7 @@ export const runMachine = setup({
         terminating: {
           invoke: {
             src: 'terminateWorker',
-            input: ({ context }) => ({ runId: context.run.runId }),
+            input: ({ context }) => ({ runId: context.run.runId, journaled: true }),
             onDone: [
               {
                 guard: { type: 'isTrue', params: ({ event }) => ({ value: event.output }) },

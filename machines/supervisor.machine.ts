@@ -1,7 +1,7 @@
 // The supervisor: routes store updates and health results to run actors (spawning one, in a shard, for
 // every active run it has not seen), and runs the health poll as a delayed transition.
 // Unknown run ids are ignored, never thrown: one bad event must not stop the supervisor.
-import { enqueueActions, fromCallback, setup, stopChild } from 'xstate';
+import { assign, enqueueActions, fromCallback, setup, stopChild } from 'xstate';
 import type { HealthResult, RunRecord } from '../src/core/types.js';
 import { isTerminal, RUN_STATUSES } from '../src/core/types.js';
 import { newerRun, type RunInput, type RunMachineEvent } from './run.machine.js';
@@ -10,11 +10,15 @@ import { type RunSpawn, runSystemId, type ShardParentEvent, shardMachine } from 
 export interface SupervisorInput {
   shardSize: number;
   pollIntervalSeconds: number;
+  /** The host's clock: polls keep a fixed rate on it. */
+  now: () => number;
   /** Pure: the run actor input for a record (settings + max runtime resolved from its tags). */
   runInput: (run: RunRecord) => RunInput;
 }
 
 export interface SupervisorContext extends SupervisorInput {
+  /** When the next health poll is due: polls keep a fixed rate, poll k at start + k × pollInterval. */
+  nextPollAt: number | undefined;
   openShardId: string | undefined;
   openShardRuns: number;
   shardsOpened: number;
@@ -32,6 +36,13 @@ export interface PollHealthInput {
 }
 
 type Routed = { run: RunRecord; event?: RunMachineEvent };
+
+/** The first slot of the grid (slot, slot + interval, …) that lies after `at`; the first poll's is at + interval. */
+function nextPollSlot(slot: number | undefined, at: number, interval: number): number {
+  if (slot === undefined) return at + interval;
+  const next = slot + interval;
+  return next > at ? next : next + (Math.floor((at - next) / interval) + 1) * interval;
+}
 
 // enqueue() cannot see the sibling action names while setup() is being typed; the name is checked at runtime.
 const reportBadRecord = (problem: string) => ({ type: 'reportBadRecord', params: { problem } }) as never;
@@ -60,9 +71,18 @@ export const supervisorMachine = setup({
     }),
   },
   delays: {
-    pollInterval: ({ context }) => context.pollIntervalSeconds * 1000,
+    pollInterval: ({ context }) => Math.max(0, (context.nextPollAt ?? context.now()) - context.now()),
+  },
+  guards: {
+    pollDue: ({ context }) => context.nextPollAt !== undefined && context.now() >= context.nextPollAt,
   },
   actions: {
+    // A poll books the next slot of a fixed grid as it starts; one that overran its slot is followed at
+    // once by the next, and slots missed entirely are skipped rather than run back to back.
+    bookNextPoll: assign({
+      nextPollAt: ({ context }) =>
+        nextPollSlot(context.nextPollAt, context.now(), context.pollIntervalSeconds * 1000),
+    }),
     route: enqueueActions(({ context, event, enqueue, system }) => {
       const routed: Routed[] = [];
       if (event.type === 'runs.updated') {
@@ -141,7 +161,13 @@ export const supervisorMachine = setup({
   },
 }).createMachine({
   id: 'supervisor',
-  context: ({ input }) => ({ ...input, openShardId: undefined, openShardRuns: 0, shardsOpened: 0 }),
+  context: ({ input }) => ({
+    ...input,
+    nextPollAt: undefined,
+    openShardId: undefined,
+    openShardRuns: 0,
+    shardsOpened: 0,
+  }),
   on: {
     'runs.updated': { actions: 'route' },
     'health.checked': { actions: 'route' },
@@ -150,10 +176,15 @@ export const supervisorMachine = setup({
   initial: 'polling',
   states: {
     // The first poll runs at once, so a restarted monitor finds workers that died while it was down.
+    // Detection latency is bounded by one interval, since the cadence does not drift by each poll's length.
     polling: {
+      entry: 'bookNextPoll',
       invoke: { src: 'pollHealth', input: { kind: 'pollHealth' as const } },
       on: { 'poll.done': 'waitingToPoll' },
     },
-    waitingToPoll: { after: { pollInterval: 'polling' } },
+    waitingToPoll: {
+      always: { guard: 'pollDue', target: 'polling' },
+      after: { pollInterval: 'polling' },
+    },
   },
 });

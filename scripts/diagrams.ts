@@ -53,7 +53,7 @@ export const MACHINES: readonly DiagramSource[] = [
     machine: runMachine,
     summary:
       'One actor per run. Each top-level state mirrors a stored `RunStatus`; its timeout is a delayed ' +
-      'transition whose delay is computed from stored timestamps (`runDelays`). Every side effect is an ' +
+      'transition whose delay is computed from stored timestamps (`runTiming`). Every side effect is an ' +
       'invoked actor the host provides, and while it is in flight the actor sits in a state named after it.',
   },
 ];
@@ -307,7 +307,7 @@ How to read them:
 - A state is shown by its key; nesting is the machine's nesting. The first state of a composite is marked by
   the \`[*]\` arrow; a final state has an arrow to \`[*]\`.
 - Arrow labels: \`event [guard]\`. \`after <delay>\` is a delayed transition and names the delay from
-  \`setup({ delays })\` (the run machine's come from \`runDelays(now)\`: absolute deadlines from stored
+  \`setup({ delays })\` (the run machine's come from \`runTiming(now)\`: absolute deadlines from stored
   timestamps). \`always [guard]\` is an eventless transition, taken as soon as its guard holds.
   \`done <actor>\` / \`error <actor>\` is the invoked effect resolving / rejecting.
 - \`invoke <actor>\` inside a state is the effect that runs while the actor is in that state; leaving the state

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getStateNodes } from 'xstate/graph';
-import { runDelays } from '../machines/run.machine.js';
+import { runTiming } from '../machines/run.machine.js';
 import {
   MACHINES,
   MACHINES_DOC_PATH,
@@ -103,8 +103,8 @@ describe.each(MACHINES.map((source) => [source.machine.id, source] as const))('%
 describe('the run machine diagram', () => {
   const doc = renderMachinesDoc();
 
-  it('shows every named delay of runDelays()', () => {
-    for (const delay of Object.keys(runDelays(() => 0))) expect(doc).toContain(`after ${delay}`);
+  it('shows every named delay of runTiming()', () => {
+    for (const delay of Object.keys(runTiming(() => 0).delays)) expect(doc).toContain(`after ${delay}`);
   });
 
   it('labels guards and effect outcomes on the arrows', () => {

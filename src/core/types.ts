@@ -141,6 +141,8 @@ export interface ListRunsFilter {
   limit?: number;
   /** Keyset pagination: only runs whose runId sorts after this one (runs are listed in runId order). */
   afterRunId?: string;
+  /** Only runs carrying every one of these tags with exactly these values. */
+  tags?: Record<string, string>;
 }
 
 export interface RunStore {
@@ -202,6 +204,11 @@ export const TAGS = {
   failureReason: 'runwarden/failure_reason',
   /** Why the monitor moved a run to CANCELING (MAX_RUNTIME_EXCEEDED), so a worker's SIGTERM handler leaves the outcome to the monitor. */
   cancelReason: 'runwarden/cancel_reason',
+  /**
+   * 'true' on a run the monitor failed while its worker still had to be terminated (start timeout): the
+   * journal that lets a restarted monitor finish the termination. Set to 'false' once the worker is gone.
+   */
+  terminatePending: 'runwarden/terminate_pending',
 } as const;
 
 export type FailureReason =

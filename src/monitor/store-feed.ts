@@ -1,6 +1,6 @@
 // The monitor's view of store changes: this process's writes through subscribe (at once), everyone's
 // through readEventsAfter on an interval. Status events become fresh records delivered to the supervisor.
-import type { Logger } from 'pino';
+import type { MonitorLogger } from './logger.js';
 import type { EffectTracker } from './effect-tracker.js';
 import { type Clock, type RunEvent, type RunRecord, type RunStore, statusOfEvent } from '../core/types.js';
 
@@ -10,7 +10,7 @@ export interface StoreFeedOptions {
   store: RunStore;
   clock: Clock;
   tracker: EffectTracker;
-  logger: Logger;
+  logger: MonitorLogger;
   deliver: (runs: RunRecord[]) => void;
   pollIntervalMs: number;
 }

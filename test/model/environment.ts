@@ -31,12 +31,18 @@ class ScriptedStore extends MemoryRunStore {
     getRun: [] as StoreOutcome[],
   };
   private outsideWrite = false;
+  /** How long ago writes by others happened: long enough that every deadline they start has passed. */
+  outsideAgeMs = 0;
+
+  constructor(private readonly simulated: SimulatedClock) {
+    super({ clock: simulated });
+  }
 
   /** A write by someone other than the monitor (a worker, another process): never scripted. */
   async outside(runId: string, change: TransitionChange): Promise<RunRecord | undefined> {
     this.outsideWrite = true;
     try {
-      return await super.transition(runId, change);
+      return await super.transition(runId, { at: this.simulated.now() - this.outsideAgeMs, ...change });
     } finally {
       this.outsideWrite = false;
     }
@@ -177,10 +183,12 @@ export async function environment(
   config: Partial<MonitorConfig>,
   recorder: EdgeRecorder,
   logger?: Logger,
+  outsideAgeMs = 0,
 ): Promise<Environment> {
   const clock = new SimulatedClock();
   clock.set(Date.UTC(2026, 0, 1));
-  const store = new ScriptedStore({ clock });
+  const store = new ScriptedStore(clock);
+  store.outsideAgeMs = outsideAgeMs;
   const launcher = new HeldLauncher();
   const monitor = createRunMonitor({ store, launcher, clock, config, logger, inspect: recorder.inspect });
   const settle = async () => {

@@ -12,9 +12,9 @@ import {
   type RunContext,
   type RunInput,
   runMachine,
+  runSettings,
   type WriteStatusOutput,
 } from '../../machines/run.machine.js';
-import { runSettings } from '../../src/monitor/monitor.js';
 import { ALLOWED_MOVES, type RunRecord, type RunStatus, TAGS } from '../../src/core/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
 
@@ -52,9 +52,25 @@ export const EFFECTS: Record<string, Effect> = {
   'run.recovering.refreshing': { kind: 'read' },
 };
 
-/** Two configurations between them take every `choosing` branch: everything on, everything off. */
+/**
+ * Three configurations between them take every `choosing` branch: everything on with every deadline ahead
+ * when armed, everything on with every deadline already passed when armed (the run's timestamps are old),
+ * and everything off.
+ */
 export const MODEL_CONFIGS = {
   allOn: {
+    startTimeoutSeconds: 100,
+    cancelTimeoutSeconds: 100,
+    queuedTimeoutSeconds: 100,
+    maxRuntimeSeconds: 1000,
+    maxResumeRunAttempts: 1,
+    unknownHealthTolerance: 1,
+    terminateOnStartTimeout: true,
+    launcherTimeoutSeconds: 30,
+    storeRetrySeconds: 5,
+    pollIntervalSeconds: 1,
+  },
+  overdue: {
     startTimeoutSeconds: 100,
     cancelTimeoutSeconds: 100,
     queuedTimeoutSeconds: 100,
@@ -80,9 +96,22 @@ export const MODEL_CONFIGS = {
   },
 } as const;
 
-export type ModelConfig = (typeof MODEL_CONFIGS)[keyof typeof MODEL_CONFIGS];
+export type ModelConfig = (typeof MODEL_CONFIGS)[ModelConfigName];
+export type ModelConfigName = keyof typeof MODEL_CONFIGS;
 
-export function modelInput(config: ModelConfig): RunInput {
+/** How old the records of runs are in each configuration: older than every deadline in `overdue`. */
+export const RECORD_AGE_MS: Record<ModelConfigName, number> = { allOn: 0, overdue: 10_000_000, allOff: 0 };
+
+/**
+ * The run machine as the model sees time: it does not move, so a deadline is overdue when armed exactly
+ * when the configuration's records are older than every deadline (all of them are on in `overdue`).
+ */
+function modelMachine(configName: ModelConfigName) {
+  const overdue = RECORD_AGE_MS[configName] > 0;
+  return runMachine.provide({ guards: { overdue: () => overdue } });
+}
+
+function modelInput(config: ModelConfig): RunInput {
   return {
     run: { runId: 'model', status: 'NOT_STARTED', tags: {}, createdAt: 0, updatedAt: 0, resumeAttempts: 0 },
     settings: runSettings(config),
@@ -185,7 +214,7 @@ function serialize(snapshot: RunSnapshot): string {
 }
 
 export interface ModelPath {
-  config: keyof typeof MODEL_CONFIGS;
+  config: ModelConfigName;
   events: ModelEvent[];
   /** The model's snapshot after each event. */
   states: RunSnapshot[];
@@ -193,7 +222,7 @@ export interface ModelPath {
 }
 
 /** The edges one model step takes (its own transition and the eventless ones after it). */
-function modelEdges(snapshot: RunSnapshot, event: ModelEvent): EdgeKey[] {
+function modelEdges(configName: ModelConfigName, snapshot: RunSnapshot, event: ModelEvent): EdgeKey[] {
   const edges: EdgeKey[] = [];
   const inspector = createActor(
     fromTransition((s) => s, {}),
@@ -214,7 +243,7 @@ function modelEdges(snapshot: RunSnapshot, event: ModelEvent): EdgeKey[] {
     emit: () => {},
     actionExecutor: () => {},
   };
-  runMachine.transition(snapshot, event as never, scope as never);
+  modelMachine(configName).transition(snapshot, event as never, scope as never);
   return edges;
 }
 
@@ -222,43 +251,40 @@ function modelEdges(snapshot: RunSnapshot, event: ModelEvent): EdgeKey[] {
  * Every path from the traversal, keeping only those that take an edge no shorter path took: the same
  * edge coverage with far fewer replays.
  */
-export function generateCoveringPaths(
-  configName: keyof typeof MODEL_CONFIGS,
-  covered: Set<EdgeKey>,
-): ModelPath[] {
-  const input = modelInput(MODEL_CONFIGS[configName]);
+export function generateCoveringPaths(configName: ModelConfigName, covered: Set<EdgeKey>): ModelPath[] {
   const kept: ModelPath[] = [];
   const all = generatePaths(configName).sort((a, b) => a.events.length - b.events.length);
   for (const path of all) {
     const before = path.states.length > 1 ? path.states[path.states.length - 2] : undefined;
     const last = path.events[path.events.length - 1];
     if (!last) continue;
-    const from = before ?? initialSnapshot(input);
-    const fresh = modelEdges(from, last).filter((edge) => !covered.has(edge));
+    const from = before ?? initialSnapshot(configName);
+    const fresh = modelEdges(configName, from, last).filter((edge) => !covered.has(edge));
     if (fresh.length === 0) continue;
     kept.push(path);
-    let state = initialSnapshot(input);
+    let state = initialSnapshot(configName);
     for (const [i, event] of path.events.entries()) {
-      for (const edge of modelEdges(state, event)) covered.add(edge);
+      for (const edge of modelEdges(configName, state, event)) covered.add(edge);
       state = path.states[i] as RunSnapshot;
     }
   }
   return kept;
 }
 
-export function initialSnapshot(input: RunInput): RunSnapshot {
-  const actor = createActor(runMachine, { input });
+export function initialSnapshot(configName: ModelConfigName): RunSnapshot {
+  const actor = createActor(modelMachine(configName), { input: modelInput(MODEL_CONFIGS[configName]) });
   return actor.getSnapshot() as RunSnapshot;
 }
 
-function generatePaths(configName: keyof typeof MODEL_CONFIGS): ModelPath[] {
+function generatePaths(configName: ModelConfigName): ModelPath[] {
   const input = modelInput(MODEL_CONFIGS[configName]);
   // The graph's types want the machine's own event union; ours are the same events, built generically.
   const options = { input, events: eventsFor, serializeState: serialize } as unknown as NonNullable<
     Parameters<typeof getShortestPaths<typeof runMachine>>[1]
   >;
-  const prefixes = getShortestPaths(runMachine, options);
-  const adjacency = getAdjacencyMap(runMachine, options);
+  const machine = modelMachine(configName);
+  const prefixes = getShortestPaths(machine, options);
+  const adjacency = getAdjacencyMap(machine, options);
   const paths: ModelPath[] = [];
   for (const prefix of prefixes) {
     const prefixEvents = prefix.steps.slice(1).map((step) => step.event as ModelEvent);
@@ -268,7 +294,7 @@ function generatePaths(configName: keyof typeof MODEL_CONFIGS): ModelPath[] {
     )[serialize(prefix.state as RunSnapshot)];
     for (const transition of Object.values(entry?.transitions ?? {})) {
       const event = transition.event as ModelEvent;
-      const next = getNextSnapshot(runMachine, prefix.state as RunSnapshot, event as never) as RunSnapshot;
+      const next = getNextSnapshot(machine, prefix.state as RunSnapshot, event as never) as RunSnapshot;
       const events = [...prefixEvents, event];
       paths.push({
         config: configName,

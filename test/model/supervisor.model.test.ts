@@ -8,6 +8,7 @@ import { getNextSnapshot } from 'xstate';
 import { getShortestPaths } from 'xstate/graph';
 import { shardMachine } from '../../machines/shard.machine.js';
 import { supervisorMachine } from '../../machines/supervisor.machine.js';
+import { sleepOn } from '../../src/core/clock.js';
 import type { RunRecord } from '../../src/core/types.js';
 import { allEdges, type EdgeKey } from './edges.js';
 import { EdgeRecorder, type Environment, environment } from './environment.js';
@@ -40,6 +41,7 @@ const EVENTS: Event[] = [
 const input = {
   shardSize: 1,
   pollIntervalSeconds: POLL_SECONDS,
+  now: () => 0,
   runInput: (run: RunRecord) => ({
     run,
     maxRuntimeSeconds: 0,
@@ -56,15 +58,27 @@ const input = {
   }),
 };
 
+/**
+ * Time as the model sees it. `steady`: it stands still, so polls are short and each waits for its slot.
+ * `overrun`: two intervals pass whenever the machine looks at the clock, so every poll overruns its slot.
+ */
+type Timing = 'steady' | 'overrun';
+function modelNow(timing: Timing): () => number {
+  if (timing === 'steady') return () => 0;
+  let now = 0;
+  return () => (now += 2 * POLL_SECONDS * 1000);
+}
+
 interface SupervisorPath {
+  timing: Timing;
   events: Event[];
   states: SupervisorSnapshot[];
   description: string;
 }
 
-function generate(): SupervisorPath[] {
+function generate(timing: Timing): SupervisorPath[] {
   const options = {
-    input,
+    input: { ...input, now: modelNow(timing) },
     events: EVENTS,
     serializeState: (s: SupervisorSnapshot) => JSON.stringify(s.value),
   };
@@ -76,9 +90,10 @@ function generate(): SupervisorPath[] {
     for (const event of EVENTS) {
       const next = getNextSnapshot(supervisorMachine, prefix.state as SupervisorSnapshot, event as never);
       paths.push({
+        timing,
         events: [...events, event],
         states: [...states, next as SupervisorSnapshot],
-        description: [...events, event].map((e) => e.type.replace('xstate.after.', 'timer:')).join(' → '),
+        description: `${timing}: ${[...events, event].map((e) => e.type.replace('xstate.after.', 'timer:')).join(' → ')}`,
       });
     }
   }
@@ -88,8 +103,24 @@ function generate(): SupervisorPath[] {
 let runCounter = 0;
 const startedRuns = async (env: Environment) => env.store.listRuns({ statuses: ['STARTED'] });
 
+/** A poll that takes two intervals: its health check answers only once the clock has moved that far. */
+async function overrunPoll(env: Environment): Promise<void> {
+  if ((await startedRuns(env)).length === 0) await execute(env, { type: 'runs.updated' }, 'steady');
+  env.launcher.setHealth(() => {
+    const answer = sleepOn(env.clock, 2 * POLL_SECONDS * 1000).promise.then(() => ({
+      status: 'RUNNING' as const,
+    }));
+    env.launcher.setHealth('RUNNING');
+    return answer;
+  });
+  await env.advance(POLL_SECONDS * 1000); // the next poll starts and hangs on the check
+  const checks = env.launcher.calls.health.length;
+  await env.advance(2 * POLL_SECONDS * 1000); // it ends past its slot: the next one starts at once
+  expect(env.launcher.calls.health.length, 'the next poll started at once').toBeGreaterThan(checks);
+}
+
 /** Each supervisor event, caused the way production causes it. */
-async function execute(env: Environment, event: Event): Promise<void> {
+async function execute(env: Environment, event: Event, timing: Timing): Promise<void> {
   switch (event.type) {
     case 'runs.updated': {
       // A new run appears in the store feed: the supervisor spawns an actor (and, with shardSize 1, a shard).
@@ -99,20 +130,21 @@ async function execute(env: Environment, event: Event): Promise<void> {
       break;
     }
     case 'health.checked': {
-      if ((await startedRuns(env)).length === 0) await execute(env, { type: 'runs.updated' });
+      if ((await startedRuns(env)).length === 0) await execute(env, { type: 'runs.updated' }, timing);
       await env.advance(POLL_SECONDS * 1000);
       expect(env.launcher.calls.health.length, 'a health check ran').toBeGreaterThan(0);
       break;
     }
     case 'poll.done':
+      if (timing === 'overrun') await overrunPoll(env);
       break; // a poll over a FakeLauncher finishes at once: it already happened
     case 'xstate.after.pollInterval.supervisor.waitingToPoll':
       await env.advance(POLL_SECONDS * 1000);
       break;
     case 'shard.drained': {
       // Two runs: the second opens shard-2 and seals shard-1; finishing the first drains shard-1.
-      await execute(env, { type: 'runs.updated' });
-      await execute(env, { type: 'runs.updated' });
+      await execute(env, { type: 'runs.updated' }, timing);
+      await execute(env, { type: 'runs.updated' }, timing);
       const [first] = await startedRuns(env);
       if (first) await env.store.outside(first.runId, { to: 'SUCCESS' });
       break;
@@ -128,10 +160,14 @@ function supervisorState(): unknown {
 }
 
 describe('supervisor and shards: generated paths replayed against the real host', () => {
-  const paths = generate();
+  const steady = generate('steady');
+  // Overrunning polls matter only where a poll ends; the other events behave as in `steady`.
+  const overrun = generate('overrun').filter((path) => path.events.at(-1)?.type === 'poll.done');
+  const paths = [...steady, ...overrun];
 
   it('generates a path for every event from every state', () => {
-    expect(paths.length).toBe(2 * EVENTS.length);
+    expect(steady.length).toBe(2 * EVENTS.length);
+    expect(overrun.length).toBeGreaterThan(0);
   });
 
   for (const path of paths) {
@@ -141,7 +177,7 @@ describe('supervisor and shards: generated paths replayed against the real host'
         await env.monitor.start();
         await env.settle();
         for (const [i, event] of path.events.entries()) {
-          await execute(env, event);
+          await execute(env, event, path.timing);
           const model = path.states[i] as SupervisorSnapshot;
           // `polling` is transient against a FakeLauncher: the poll finishes within the step.
           if (model.value === 'polling') continue;

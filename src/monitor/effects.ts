@@ -1,0 +1,115 @@
+// The run actor's effects: each is one store or launcher call, provided to the pure run machine. Launcher
+// calls are not wrapped in a timeout here: the run machine bounds them with its own launcherTimeout
+// transition, which the diagrams show.
+import { fromPromise } from 'xstate';
+import { messages } from '../../machines/messages.js';
+import {
+  type EngineEventInput,
+  type LauncherCallInput,
+  type RunInput,
+  runMachine,
+  runSettings,
+  runTiming,
+  type TerminateInput,
+  type WriteStatusInput,
+  type WriteStatusOutput,
+} from '../../machines/run.machine.js';
+import { resolveMaxRuntimeSeconds } from '../core/config.js';
+import { RunwardenError } from '../core/errors.js';
+import { type RunRecord, TAGS } from '../core/types.js';
+import { type MonitorHost, mustGetRun, runLogger } from './host.js';
+
+export function providedRunMachine(host: MonitorHost) {
+  const { store, launcher, clock, tracker, config } = host;
+  const effect = <TIn, TOut>(kind: 'store' | 'launcher', run: (input: TIn) => Promise<TOut>) =>
+    fromPromise<TOut, TIn>(({ input }) => {
+      const work = run(input);
+      return kind === 'store' ? tracker.track(work) : tracker.trackLauncher(work);
+    });
+
+  return runMachine.provide({
+    ...runTiming(() => clock.now()),
+    actors: {
+      writeStatus: effect<WriteStatusInput, WriteStatusOutput>(
+        'store',
+        async ({ runId, to, from, message, tags }) => {
+          const run = await store.transition(runId, { to, from, message, tags, at: clock.now() });
+          if (run) {
+            runLogger(host, runId).info({ status: to }, message);
+            return { applied: true, run };
+          }
+          const current = await store.getRun(runId);
+          runLogger(host, runId).info(
+            { status: current?.status, wanted: to },
+            'Run status changed before the monitor wrote it; following the stored status.',
+          );
+          return { applied: false, run: current };
+        },
+      ),
+      appendEngineEvent: effect<EngineEventInput, void>('store', async ({ runId, message, data }) => {
+        await store.appendEvent(runId, { type: 'ENGINE_EVENT', message, data, at: clock.now() });
+        runLogger(host, runId).info({ data }, message);
+      }),
+      readRun: effect<LauncherCallInput, RunRecord | undefined>('store', ({ runId }) =>
+        mustGetRun(host, runId),
+      ),
+      recordResumeAttempt: effect<LauncherCallInput, number>('store', ({ runId }) =>
+        store.incrementResumeAttempts(runId),
+      ),
+      terminateWorker: effect<TerminateInput, boolean>('launcher', async ({ runId, journaled }) => {
+        const gone = await launcher.terminate(await mustGetRun(host, runId));
+        if (gone && journaled) await clearTerminatePending(host, runId);
+        return gone;
+      }),
+      resumeWorker: effect<LauncherCallInput & { attempt: number }, void>(
+        'launcher',
+        async ({ runId, attempt }) => {
+          if (!launcher.resume)
+            throw new RunwardenError('RESUME_UNSUPPORTED', 'The launcher cannot resume runs.');
+          await launcher.resume(await mustGetRun(host, runId), attempt);
+        },
+      ),
+      fetchDebugInfo: effect<LauncherCallInput, string | undefined>('launcher', async ({ runId }) =>
+        launcher.debugInfo?.(await mustGetRun(host, runId)),
+      ),
+    },
+    actions: {
+      reportEffectError: ({ context, event }) => {
+        const error = (event as { error?: unknown }).error;
+        runLogger(host, context.run.runId).error(
+          { err: error },
+          `Monitor effect failed; retrying in ${config.storeRetrySeconds} seconds.`,
+        );
+      },
+      reportInvalidMaxRuntimeTag: ({ context }) => {
+        const invalid = context.invalidMaxRuntimeTag;
+        if (!invalid) return;
+        const runId = context.run.runId;
+        const message = messages.invalidMaxRuntimeTag(invalid.tag, invalid.value, config.maxRuntimeSeconds);
+        // Promise.resolve().then: a store that throws instead of rejecting must not fail the actor.
+        tracker
+          .track(
+            Promise.resolve().then(() =>
+              store.appendEvent(runId, { type: 'ENGINE_EVENT', message, at: clock.now() }),
+            ),
+          )
+          .catch((err) => runLogger(host, runId).error({ err }, 'Could not report an invalid tag.'));
+        runLogger(host, runId).warn(message);
+      },
+    },
+  });
+}
+
+/** The run actor input for a record: the monitor's shared settings, max runtime resolved from its tags. */
+export function runInputFor(config: MonitorHost['config']): (run: RunRecord) => RunInput {
+  const settings = runSettings(config);
+  return (run) => {
+    const maxRuntime = resolveMaxRuntimeSeconds(run.tags, config);
+    return { run, settings, maxRuntimeSeconds: maxRuntime.seconds, invalidMaxRuntimeTag: maxRuntime.invalid };
+  };
+}
+
+/** The journaled termination is done: a restarted monitor must not repeat it. */
+export async function clearTerminatePending(host: MonitorHost, runId: string): Promise<void> {
+  await host.tracker.track(host.store.setTags(runId, { [TAGS.terminatePending]: 'false' }));
+}

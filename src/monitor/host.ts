@@ -1,0 +1,44 @@
+// What every part of the monitor shares: the store, the launcher, the clock, the logger, the effect tracker,
+// and the two calls each part needs (read a run that must exist, call the launcher within its time limit).
+import { messages } from '../../machines/messages.js';
+import { sleepOn } from '../core/clock.js';
+import type { MonitorConfig } from '../core/config.js';
+import { RunNotFoundError, RunwardenError } from '../core/errors.js';
+import type { Clock, RunLauncher, RunRecord, RunStore } from '../core/types.js';
+import type { EffectTracker } from './effect-tracker.js';
+import type { MonitorLogger } from './logger.js';
+
+export interface MonitorHost {
+  store: RunStore;
+  launcher: RunLauncher;
+  config: MonitorConfig;
+  clock: Clock;
+  logger: MonitorLogger;
+  tracker: EffectTracker;
+}
+
+export function runLogger(host: MonitorHost, runId: string): MonitorLogger {
+  return host.logger.child({ runId });
+}
+
+export async function mustGetRun(host: MonitorHost, runId: string): Promise<RunRecord> {
+  const run = await host.store.getRun(runId);
+  if (!run) throw new RunNotFoundError(runId);
+  return run;
+}
+
+/** A launcher call that gives up after launcherTimeoutSeconds (on the monitor's clock; 0 = no limit). */
+export async function callLauncher<T>(host: MonitorHost, call: string, work: () => Promise<T>): Promise<T> {
+  const tracked = host.tracker.trackLauncher(Promise.resolve().then(work));
+  const seconds = host.config.launcherTimeoutSeconds;
+  if (seconds === 0) return tracked;
+  const timer = sleepOn(host.clock, seconds * 1000);
+  const timedOut = timer.promise.then(() => {
+    throw new RunwardenError('LAUNCHER_TIMEOUT', messages.launcherCallTimedOut(call, seconds));
+  });
+  try {
+    return await Promise.race([tracked, timedOut]);
+  } finally {
+    timer.cancel();
+  }
+}
