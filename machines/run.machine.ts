@@ -138,7 +138,7 @@ function runDelays(now: () => number) {
   };
 }
 
-// Statuses only move forward (DESIGN.md's allowed moves), so a record with an earlier status is stale.
+// Statuses only move forward (the store's allowed moves), so a record with an earlier status is stale.
 const STATUS_RANK: Record<RunStatus, number> = {
   NOT_STARTED: 0,
   QUEUED: 1,

@@ -1,6 +1,13 @@
 // runwarden: run monitoring for TypeScript hosts.
 export { messages } from '../machines/messages.js';
-export { type RunContext, type RunInput, type RunSettings, runMachine } from '../machines/run.machine.js';
+export {
+  type RunContext,
+  type RunInput,
+  type RunSettings,
+  runMachine,
+  runSettings,
+  runTiming,
+} from '../machines/run.machine.js';
 export { runSystemId, shardMachine } from '../machines/shard.machine.js';
 export { supervisorMachine } from '../machines/supervisor.machine.js';
 export { realClock } from './core/clock.js';
@@ -12,6 +19,7 @@ export {
 } from './core/config.js';
 export * from './core/errors.js';
 export { MemoryRunStore } from './stores/memory/memory-store.js';
+export type { MonitorLogger } from './monitor/logger.js';
 export { createRunMonitor, type RunMonitor, type RunMonitorOptions } from './monitor/monitor.js';
 export {
   ATTEMPT_TAG,

@@ -1,4 +1,4 @@
-// One test per row of DESIGN.md's "Monitoring semantics" table, with the exact messages and failure
+// One test per row of the monitoring semantics (docs/semantics.md), with the exact messages and failure
 // reasons, then the races, restarts and misbehaving launchers around them. Time is simulated.
 import { afterEach, describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';

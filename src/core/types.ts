@@ -1,5 +1,5 @@
 // Domain types shared by the machines, the host runtime, stores and launchers.
-// The names here are the public contract in DESIGN.md: extend, never rename.
+// The names here are the public contract (docs/api.md): extend, never rename.
 
 export const RUN_STATUSES = [
   'NOT_STARTED',
@@ -27,7 +27,7 @@ export function isTerminal(status: RunStatus): boolean {
   return status === 'SUCCESS' || status === 'FAILURE' || status === 'CANCELED';
 }
 
-/** The moves a store allows; anything else is refused (DESIGN.md "Run statuses and events"). */
+/** The moves a store allows; anything else is refused (docs/api.md, "RunStatus and the allowed moves"). */
 export const ALLOWED_MOVES: Readonly<Record<RunStatus, readonly RunStatus[]>> = {
   NOT_STARTED: ['QUEUED', 'STARTING', 'FAILURE', 'CANCELED'],
   QUEUED: ['STARTING', 'FAILURE', 'CANCELED'],
@@ -152,7 +152,7 @@ export interface RunStore {
   /**
    * Compare-and-set: applies when the current status is in `from` (default: any non-terminal status allowed
    * to move to `to`); appends the status event in the same atomic step; resolves undefined when it did not
-   * apply. Refuses (throws) a move DESIGN.md does not allow and an unknown run id.
+   * apply. Refuses (throws) a move ALLOWED_MOVES does not allow and an unknown run id.
    */
   transition(runId: string, change: TransitionChange): Promise<RunRecord | undefined>;
   appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent>;
