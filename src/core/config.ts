@@ -240,7 +240,7 @@ export function resolveMaxRuntimeSeconds(
 }
 
 /** What a max runtime tag value must be, for error messages. */
-export const MAX_RUNTIME_TAG_EXPECTED = 'a plain decimal number of seconds >= 0, e.g. 3600 (0 = no limit)';
+export const MAX_RUNTIME_TAG_EXPECTED = 'a finite decimal number of seconds >= 0, e.g. 3600 (0 = no limit)';
 
 /**
  * The seconds of a max runtime tag value, or undefined when the monitor would ignore it: plain decimal
