@@ -1,4 +1,5 @@
-// Output helpers of the `runwarden` CLI: aligned tables and one-line errors.
+// Output helpers of the `runwarden` CLI: aligned tables, colour, and one-line errors.
+import { inspect, stripVTControlCharacters } from 'node:util';
 import { CommanderError } from 'commander';
 import { ConfigError, RunwardenError } from '../core/errors.js';
 
@@ -47,15 +48,46 @@ export function oneLine(text: string): string {
     .join(' | ');
 }
 
-/** Left-aligned columns separated by two spaces; the last column is not padded. */
+/** Left-aligned columns separated by two spaces; the last column is not padded. Colour codes take no width. */
 export function formatTable(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => visibleLength(r[i] ?? ''))));
   const line = (cells: string[]) =>
     cells
-      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .map((cell, i) => (i === cells.length - 1 ? cell : padEnd(cell, widths[i]!)))
       .join('  ')
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
+}
+
+/** `text` padded with spaces to `width` visible characters. */
+export function padEnd(text: string, width: number): string {
+  return text + ' '.repeat(Math.max(0, width - visibleLength(text)));
+}
+
+function visibleLength(text: string): number {
+  return stripVTControlCharacters(text).length;
+}
+
+/**
+ * Whether to colour what is written to `stream`: never with NO_COLOR set (no-color.org: any non-empty
+ * value), always with FORCE_COLOR set (except 0 or false), else only on a terminal that is not "dumb".
+ */
+export function colorEnabled(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.NO_COLOR) return false;
+  if (env.FORCE_COLOR !== undefined) return env.FORCE_COLOR !== '0' && env.FORCE_COLOR !== 'false';
+  return stream.isTTY === true && env.TERM !== 'dumb';
+}
+
+export type Color = 'red' | 'green' | 'yellow' | 'cyan' | 'magenta' | 'bold';
+export type Paint = (color: Color, text: string) => string;
+
+/** Colours text with ANSI codes (util.inspect's table: no dependency, any Node 20), or not at all. */
+export function painter(enabled: boolean): Paint {
+  if (!enabled) return (_color, text) => text;
+  return (color, text) => {
+    const [open, close] = inspect.colors[color]!;
+    return `\x1b[${open}m${text}\x1b[${close}m`;
+  };
 }
 
 /** Epoch ms as an ISO timestamp, or '-'. */
