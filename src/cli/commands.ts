@@ -1,4 +1,4 @@
-// What the `runwarden` subcommands do (src/cli.ts defines their flags). Every command opens the store the
+// What the `runwarden` subcommands do (cli.ts defines their flags). Every command opens the store the
 // config names; `launch` and `cancel` drive a RunMonitor that is never started — they only use its launch()
 // and cancel() — so the deadlines they create are enforced by whichever `runwarden monitor` is running.
 import { existsSync, mkdirSync } from 'node:fs';

@@ -1,6 +1,6 @@
 // runwarden.yaml: the file the `runwarden` CLI reads. Three sections, all optional:
 //
-//   run_monitoring:        # Dagster's block, keys unchanged (see src/config.ts)
+//   run_monitoring:        # Dagster's block, keys unchanged (see src/core/config.ts)
 //     start_timeout_seconds: 180
 //   storage:
 //     sqlite: { path: .runwarden/runs.db, busy_timeout_ms: 5000 }

@@ -1,5 +1,5 @@
 // `runwarden demo`: five real worker processes, one SQLite file in a temporary directory, short timeouts.
-// The monitor runs in this process; the workers (src/demo/worker.ts) write to the same database file.
+// The monitor runs in this process; the workers (worker.ts here) write to the same database file.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
