@@ -12,10 +12,14 @@ export { runSystemId, shardMachine } from '../machines/shard.machine.js';
 export { supervisorMachine } from '../machines/supervisor.machine.js';
 export { realClock } from './core/clock.js';
 export {
+  type DagsterRunMonitoringConfig,
   DEFAULT_CONFIG,
   type MonitorConfig,
+  type MonitorConfigInput,
+  type MonitorConfigOptions,
   parseMonitorConfig,
   resolveMaxRuntimeSeconds,
+  type WrappedRunMonitoringConfig,
 } from './core/config.js';
 export * from './core/errors.js';
 export { MemoryRunStore } from './stores/memory/memory-store.js';

@@ -73,6 +73,27 @@ launcher:
 
   it('a bare `run_monitoring:` line or empty sections are fine', () => {
     expect(parseConfigFile('run_monitoring:\nstorage:\nlauncher:\n', FILE).monitor).toEqual(DEFAULT_CONFIG);
+    const bare = parseConfigFile('storage:\n  sqlite:\nlauncher:\n  process:\n', FILE);
+    expect(bare.storage.sqlite).toEqual({
+      path: '/etc/runwarden/.runwarden/runs.db',
+      busyTimeoutMs: undefined,
+    });
+    expect(bare.launcher.process.logDir).toBe('/etc/runwarden/.runwarden/logs');
+  });
+
+  it('storage.sqlite without a path keeps the default path (busy_timeout_ms alone)', () => {
+    for (const text of [
+      'storage: { sqlite: { busy_timeout_ms: 100 } }\n',
+      'storage:\n  sqlite:\n    busy_timeout_ms: 100\n',
+    ]) {
+      expect(parseConfigFile(text, FILE).storage.sqlite).toEqual({
+        path: '/etc/runwarden/.runwarden/runs.db',
+        busyTimeoutMs: 100,
+      });
+    }
+    expect(parseConfigFile('storage: { sqlite: {} }\n', FILE).storage.sqlite.path).toBe(
+      '/etc/runwarden/.runwarden/runs.db',
+    );
   });
 
   it('names the key and what was expected for every problem', () => {
@@ -81,7 +102,7 @@ launcher:
   start_timeout_seconds: -1
   poll_intervall_seconds: 5
 storage:
-  sqlite: {}
+  sqlite: { path: '' }
 launcher:
   process:
     command: []
@@ -90,7 +111,7 @@ launcher:
 logging: debug
 `),
     ).toEqual([
-      { path: 'storage.sqlite.path', message: 'missing; expected a non-empty path' },
+      { path: 'storage.sqlite.path', message: 'expected a non-empty path, got the string ""' },
       {
         path: 'launcher.process.command',
         message:

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import {
   DEFAULT_CONFIG,
+  MAX_RUNTIME_TAGS,
   type MonitorConfig,
+  parseMaxRuntimeTag,
   parseMonitorConfig,
   resolveMaxRuntimeSeconds,
   SNAKE_CASE_KEYS,
@@ -491,6 +493,43 @@ describe('resolveMaxRuntimeSeconds', () => {
         config,
       ),
     ).toEqual({ seconds: 600, invalid: { tag: 'runwarden/max_runtime', value: 'x' } });
+  });
+
+  // `runwarden launch` refuses a tag with parseMaxRuntimeTag: it must refuse exactly what the monitor ignores.
+  it.each([
+    '',
+    '  ',
+    'abc',
+    '-5',
+    '-0',
+    '1e400',
+    '0x10',
+    '0b1',
+    '0o7',
+    'Infinity',
+    '10s',
+    '1_000',
+    '10',
+    '0',
+    '2.5',
+    ' 30 ',
+    '1e3',
+  ])('parseMaxRuntimeTag(%o) agrees with resolveMaxRuntimeSeconds, for both tags', (value) => {
+    const seconds = parseMaxRuntimeTag(value);
+    for (const tag of MAX_RUNTIME_TAGS) {
+      const resolved = resolveMaxRuntimeSeconds({ [tag]: value }, config);
+      expect(resolved).toEqual(
+        seconds === undefined ? { seconds: 600, invalid: { tag, value } } : { seconds },
+      );
+    }
+  });
+
+  it('parseMaxRuntimeTag refuses the values Number() would take', () => {
+    for (const value of ['', '0x10', '-5', '1e400', 'Infinity', ' '])
+      expect(parseMaxRuntimeTag(value)).toBeUndefined();
+    expect(Number('0x10')).toBe(16);
+    expect(parseMaxRuntimeTag('600')).toBe(600);
+    expect(MAX_RUNTIME_TAGS).toEqual(['runwarden/max_runtime', 'runwarden/max_runtime_seconds']);
   });
 
   it('ignores inherited properties', () => {

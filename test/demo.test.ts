@@ -1,9 +1,14 @@
-// `runwarden demo` from the built package: all five outcomes, exit code 0.
+// `runwarden demo` from the built package: all five outcomes, exit code 0, coloured when forced.
+import { stripVTControlCharacters } from 'node:util';
 import { expect, it } from 'vitest';
 import { runCli } from './processes.js';
 
+// stdout is a pipe here, so colour only comes from FORCE_COLOR (an empty NO_COLOR counts as unset). Plain
+// output to a pipe is covered in test/demo-timeline.test.ts (colorEnabled).
 it('runwarden demo shows all five outcomes and exits 0', { timeout: 90_000 }, async () => {
-  const { code, stdout, stderr } = await runCli(['demo'], { timeoutMs: 80_000 });
+  const result = await runCli(['demo'], { timeoutMs: 80_000, env: { FORCE_COLOR: '1', NO_COLOR: '' } });
+  const { code, stderr } = result;
+  const stdout = stripVTControlCharacters(result.stdout);
   expect(stderr).toBe('');
   expect(code, stdout).toBe(0);
   for (const word of ['START_TIMEOUT', 'MAX_RUNTIME_EXCEEDED', 'CANCELED', 'SUCCESS', 'resumed']) {
@@ -18,4 +23,9 @@ it('runwarden demo shows all five outcomes and exits 0', { timeout: 90_000 }, as
   expect(table).toMatch(/max-runtime +FAILURE +MAX_RUNTIME_EXCEEDED +0 +yes/);
   expect(table).toMatch(/ignores-sigterm +CANCELED +- +0 +yes/);
   expect(stdout).toContain('All five outcomes happened as expected');
+  // Status words and outcomes in colour: green SUCCESS, red FAILURE, yellow CANCELED.
+  expect(result.stdout).toContain('\x1b[32mRUN_SUCCESS\x1b[39m');
+  expect(result.stdout).toContain('\x1b[31mFAILURE\x1b[39m');
+  expect(result.stdout).toContain('\x1b[33mCANCELED\x1b[39m');
+  expect(result.stdout).toContain('\x1b[32myes: SUCCESS\x1b[39m');
 });

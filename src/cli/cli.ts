@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // The `runwarden` command. Only commander is loaded up front (so --help is instant); each command imports
 // what it needs. Errors are one line on stderr and a non-zero exit code: 1 for a failed operation, 2 for a
-// bad invocation or configuration.
+// bad invocation (commander's own errors included) or configuration.
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, type CommanderError, InvalidArgumentError, Option } from 'commander';
 
 const program = new Command('runwarden')
   .description(
@@ -12,6 +12,10 @@ const program = new Command('runwarden')
   .version(packageVersion(), '-V, --version')
   .enablePositionalOptions()
   .showSuggestionAfterError()
+  // Commander prints its errors and exits 1 by itself; ours throws them to reportError (one line, exit 2).
+  // Set before the commands are added, which copy these settings.
+  .exitOverride()
+  .configureOutput({ outputError: () => {} })
   .addHelpText(
     'after',
     `
@@ -121,6 +125,16 @@ program
     const ok = await runDemo({ keep: options.keep === true });
     if (!ok) process.exitCode = 1;
   });
+
+// Each command's usage errors name that command, so the hint points at the right --help.
+for (const command of [program, ...program.commands]) command.exitOverride(throwUsageOf(command));
+
+function throwUsageOf(command: Command): (error: CommanderError) => never {
+  const name = command.parent ? `runwarden ${command.name()}` : 'runwarden';
+  return (error) => {
+    throw Object.assign(error, { command: name });
+  };
+}
 
 function collectTag(value: string, previous: Record<string, string> | undefined): Record<string, string> {
   const at = value.indexOf('=');

@@ -1,4 +1,4 @@
-// What the `runwarden` subcommands do (src/cli.ts defines their flags). Every command opens the store the
+// What the `runwarden` subcommands do (cli.ts defines their flags). Every command opens the store the
 // config names; `launch` and `cancel` drive a RunMonitor that is never started — they only use its launch()
 // and cancel() — so the deadlines they create are enforced by whichever `runwarden monitor` is running.
 import { existsSync, mkdirSync } from 'node:fs';
@@ -11,6 +11,7 @@ import {
   storeUrlOf,
   withStorePath,
 } from './config-file.js';
+import { MAX_RUNTIME_TAG_EXPECTED, MAX_RUNTIME_TAGS, parseMaxRuntimeTag } from '../core/config.js';
 import { LaunchError, RunNotFoundError, RunwardenError } from '../core/errors.js';
 import type { RunMonitorOptions } from '../monitor/monitor.js';
 import { COMMAND_TAG, ProcessRunLauncher } from '../launchers/process/process-launcher.js';
@@ -92,6 +93,10 @@ function print(text: string): void {
   process.stdout.write(`${text}\n`);
 }
 
+function warn(text: string): void {
+  process.stderr.write(`runwarden: warning: ${text}\n`);
+}
+
 // --- monitor ---------------------------------------------------------------------------------------------
 
 export async function monitorCommand(options: StoreOptions & { logLevel?: string }): Promise<void> {
@@ -146,6 +151,7 @@ export async function launchCommand(
   command: string[],
   options: StoreOptions & { tag?: Record<string, string>; runId?: string; json?: boolean },
 ): Promise<void> {
+  checkMaxRuntimeTags(options.tag ?? {});
   const config = resolveConfig(options);
   if (command.length === 0 && !config.launcher.process.command) {
     throw new UsageError(
@@ -163,6 +169,30 @@ export async function launchCommand(
     if (options.json) print(JSON.stringify({ ...launched, logPath: launcher.logPath(run.runId) }, null, 2));
     else print(launched.runId);
   });
+}
+
+/** The tag Dagster users paste from their runs; Runwarden does not read it. */
+const DAGSTER_MAX_RUNTIME_TAG = 'dagster/max_runtime';
+
+/**
+ * Refuses a max runtime tag the monitor would ignore (the run would silently have no limit), before any run
+ * exists; warns about Dagster's tag, which is kept but has no effect.
+ */
+function checkMaxRuntimeTags(tags: Record<string, string>): void {
+  for (const tag of MAX_RUNTIME_TAGS) {
+    if (Object.hasOwn(tags, tag) && parseMaxRuntimeTag(tags[tag]) === undefined) {
+      throw new UsageError(
+        `Invalid tag ${tag}=${JSON.stringify(tags[tag])}: expected ${MAX_RUNTIME_TAG_EXPECTED}. No run was created.`,
+      );
+    }
+  }
+  if (!Object.hasOwn(tags, DAGSTER_MAX_RUNTIME_TAG)) return;
+  const value = tags[DAGSTER_MAX_RUNTIME_TAG]!;
+  const seconds = parseMaxRuntimeTag(value) === undefined ? '<seconds>' : value.trim();
+  const ours = MAX_RUNTIME_TAGS.some((tag) => Object.hasOwn(tags, tag));
+  warn(
+    `tag ${DAGSTER_MAX_RUNTIME_TAG} is kept on the run but Runwarden does not read it; its max runtime tag is ${TAGS.maxRuntime}${ours ? '' : ` (--tag ${TAGS.maxRuntime}=${seconds})`}.`,
+  );
 }
 
 // --- runs ------------------------------------------------------------------------------------------------

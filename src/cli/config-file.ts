@@ -1,6 +1,6 @@
 // runwarden.yaml: the file the `runwarden` CLI reads. Three sections, all optional:
 //
-//   run_monitoring:        # Dagster's block, keys unchanged (see src/config.ts)
+//   run_monitoring:        # Dagster's block, keys unchanged (see src/core/config.ts)
 //     start_timeout_seconds: 180
 //   storage:
 //     sqlite: { path: .runwarden/runs.db, busy_timeout_ms: 5000 }
@@ -93,8 +93,11 @@ function section<S extends z.ZodRawShape>(shape: S) {
 const fileSchema = section({
   // Validated by parseMonitorConfig, which knows Dagster's keys and their spellings.
   run_monitoring: z.unknown().optional(),
+  // Every key has a default, so every section may be left out or left empty (a bare `sqlite:` is null).
   storage: section({
-    sqlite: section({ path, busy_timeout_ms: milliseconds.optional() }),
+    sqlite: section({ path: path.optional(), busy_timeout_ms: milliseconds.optional() })
+      .nullable()
+      .optional(),
   })
     .nullable()
     .optional(),
@@ -106,7 +109,9 @@ const fileSchema = section({
       log_dir: path.optional(),
       terminate_grace_seconds: seconds.optional(),
       kill_wait_seconds: seconds.optional(),
-    }),
+    })
+      .nullable()
+      .optional(),
   })
     .nullable()
     .optional(),

@@ -24,26 +24,9 @@ export interface MonitorConfig {
   feedPollIntervalSeconds: number;
   /** Wait before retrying a store write that failed (e.g. a busy database). */
   storeRetrySeconds: number;
-  /** Run actors per shard actor: bounds every parent's children (DESIGN.md "Known traps"). */
+  /** Run actors per shard actor: bounds every parent's children (docs/architecture.md). */
   shardSize: number;
 }
-
-export const DEFAULT_CONFIG: Readonly<MonitorConfig> = Object.freeze({
-  enabled: true,
-  startTimeoutSeconds: 180,
-  cancelTimeoutSeconds: 180,
-  maxRuntimeSeconds: 0,
-  maxResumeRunAttempts: 3,
-  pollIntervalSeconds: 120,
-  terminateOnStartTimeout: true,
-  unknownHealthTolerance: 3,
-  queuedTimeoutSeconds: 0,
-  launcherTimeoutSeconds: 60,
-  healthCheckConcurrency: 16,
-  feedPollIntervalSeconds: 1,
-  storeRetrySeconds: 5,
-  shardSize: 128,
-});
 
 /**
  * The longest delay Node's setTimeout honours (2^31 - 1 ms); a longer one fires at once. Repeating intervals
@@ -51,61 +34,93 @@ export const DEFAULT_CONFIG: Readonly<MonitorConfig> = Object.freeze({
  */
 const MAX_INTERVAL_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
-interface Kind {
-  schema: z.ZodType;
+interface Kind<V> {
+  schema: z.ZodType<V>;
   expected: string;
 }
 
-const boolean: Kind = { schema: z.boolean(), expected: 'true or false' };
-const timeout: Kind = {
+const boolean: Kind<boolean> = { schema: z.boolean(), expected: 'true or false' };
+const timeout: Kind<number> = {
   schema: z.number().min(0),
   expected: 'a finite number of seconds >= 0 (0 switches this check off)',
 };
-const interval: Kind = {
+const interval: Kind<number> = {
   schema: z.number().gt(0).max(MAX_INTERVAL_SECONDS),
   expected: `a finite number of seconds > 0 and <= ${MAX_INTERVAL_SECONDS}`,
 };
-const wholeFromZero: Kind = { schema: z.number().int().min(0), expected: 'a whole number >= 0' };
-const wholeFromOne: Kind = { schema: z.number().int().min(1), expected: 'a whole number >= 1' };
-
-const FIELDS: Readonly<Record<keyof MonitorConfig, { snake: string; kind: Kind }>> = {
-  enabled: { snake: 'enabled', kind: boolean },
-  startTimeoutSeconds: { snake: 'start_timeout_seconds', kind: timeout },
-  cancelTimeoutSeconds: { snake: 'cancel_timeout_seconds', kind: timeout },
-  maxRuntimeSeconds: { snake: 'max_runtime_seconds', kind: timeout },
-  maxResumeRunAttempts: { snake: 'max_resume_run_attempts', kind: wholeFromZero },
-  pollIntervalSeconds: { snake: 'poll_interval_seconds', kind: interval },
-  terminateOnStartTimeout: { snake: 'terminate_on_start_timeout', kind: boolean },
-  unknownHealthTolerance: { snake: 'unknown_health_tolerance', kind: wholeFromZero },
-  queuedTimeoutSeconds: { snake: 'queued_timeout_seconds', kind: timeout },
-  launcherTimeoutSeconds: {
-    snake: 'launcher_timeout_seconds',
-    kind: {
-      ...timeout,
-      schema: z.number().min(0).max(MAX_INTERVAL_SECONDS),
-      expected: `${timeout.expected} and <= ${MAX_INTERVAL_SECONDS}`,
-    },
-  },
-  healthCheckConcurrency: { snake: 'health_check_concurrency', kind: wholeFromOne },
-  feedPollIntervalSeconds: { snake: 'feed_poll_interval_seconds', kind: interval },
-  storeRetrySeconds: { snake: 'store_retry_seconds', kind: interval },
-  shardSize: { snake: 'shard_size', kind: wholeFromOne },
+const boundedTimeout: Kind<number> = {
+  schema: z.number().min(0).max(MAX_INTERVAL_SECONDS),
+  expected: `${timeout.expected} and <= ${MAX_INTERVAL_SECONDS}`,
 };
+const wholeFromZero: Kind<number> = { schema: z.number().int().min(0), expected: 'a whole number >= 0' };
+const wholeFromOne: Kind<number> = { schema: z.number().int().min(1), expected: 'a whole number >= 1' };
+
+/**
+ * The one table of options: Dagster's spelling, default and validity of every MonitorConfig field. The
+ * `satisfies` makes the compiler hold it to MonitorConfig (every field, values of the right type), and
+ * DEFAULT_CONFIG, SNAKE_CASE_KEYS and DagsterRunMonitoringConfig are derived from it.
+ */
+const FIELDS = {
+  enabled: { snake: 'enabled', kind: boolean, default: true },
+  startTimeoutSeconds: { snake: 'start_timeout_seconds', kind: timeout, default: 180 },
+  cancelTimeoutSeconds: { snake: 'cancel_timeout_seconds', kind: timeout, default: 180 },
+  maxRuntimeSeconds: { snake: 'max_runtime_seconds', kind: timeout, default: 0 },
+  // 3 when the launcher can resume; parseMonitorConfig uses 0 for one that cannot.
+  maxResumeRunAttempts: { snake: 'max_resume_run_attempts', kind: wholeFromZero, default: 3 },
+  pollIntervalSeconds: { snake: 'poll_interval_seconds', kind: interval, default: 120 },
+  terminateOnStartTimeout: { snake: 'terminate_on_start_timeout', kind: boolean, default: true },
+  unknownHealthTolerance: { snake: 'unknown_health_tolerance', kind: wholeFromZero, default: 3 },
+  queuedTimeoutSeconds: { snake: 'queued_timeout_seconds', kind: timeout, default: 0 },
+  launcherTimeoutSeconds: { snake: 'launcher_timeout_seconds', kind: boundedTimeout, default: 60 },
+  healthCheckConcurrency: { snake: 'health_check_concurrency', kind: wholeFromOne, default: 16 },
+  feedPollIntervalSeconds: { snake: 'feed_poll_interval_seconds', kind: interval, default: 1 },
+  storeRetrySeconds: { snake: 'store_retry_seconds', kind: interval, default: 5 },
+  shardSize: { snake: 'shard_size', kind: wholeFromOne, default: 128 },
+} as const satisfies {
+  [K in keyof MonitorConfig]: { snake: string; kind: Kind<MonitorConfig[K]>; default: MonitorConfig[K] };
+};
+
+const NAMES = Object.keys(FIELDS) as (keyof MonitorConfig)[];
+
+function fromFields<V>(value: (name: keyof MonitorConfig) => V): Record<keyof MonitorConfig, V> {
+  return Object.fromEntries(NAMES.map((name) => [name, value(name)])) as Record<keyof MonitorConfig, V>;
+}
+
+export const DEFAULT_CONFIG: Readonly<MonitorConfig> = Object.freeze(
+  fromFields((name) => FIELDS[name].default) as MonitorConfig,
+);
 
 /** The snake_case spelling of every option, as in Dagster's `run_monitoring` block. */
 export const SNAKE_CASE_KEYS: Readonly<Record<keyof MonitorConfig, string>> = Object.freeze(
-  Object.fromEntries(Object.entries(FIELDS).map(([name, f]) => [name, f.snake])) as Record<
-    keyof MonitorConfig,
-    string
-  >,
+  fromFields((name) => FIELDS[name].snake),
 );
 
+/** camelCase options as TypeScript callers write them; a key set to `undefined` counts as not given. */
+export type MonitorConfigInput = Partial<MonitorConfig>;
+
+/**
+ * Dagster's snake_case `run_monitoring` block (its contents), with Runwarden's own keys in the same spelling.
+ * `free_slots_after_run_end_seconds` is Dagster's and is accepted and ignored.
+ */
+export type DagsterRunMonitoringConfig = {
+  [K in keyof MonitorConfig as (typeof FIELDS)[K]['snake']]?: MonitorConfig[K];
+} & { free_slots_after_run_end_seconds?: number };
+
+/** The block wrapped in `run_monitoring`, as it sits in a dagster.yaml or runwarden.yaml. */
+export interface WrappedRunMonitoringConfig {
+  run_monitoring: DagsterRunMonitoringConfig;
+}
+
+/** What createRunMonitor's `config` takes: any of the three shapes parseMonitorConfig accepts. */
+export type MonitorConfigOptions =
+  MonitorConfigInput | DagsterRunMonitoringConfig | WrappedRunMonitoringConfig;
+
 /** Dagster keys we accept so a dagster.yaml block parses unchanged, but that mean nothing here. */
-const IGNORED_KEYS = new Set(['free_slots_after_run_end_seconds']);
+const IGNORED_KEYS = new Set<string>([
+  'free_slots_after_run_end_seconds',
+] satisfies (keyof DagsterRunMonitoringConfig)[]);
 
 const WRAPPER_KEY = 'run_monitoring';
-
-const NAMES = Object.keys(FIELDS) as (keyof MonitorConfig)[];
 const BY_SPELLING = new Map<string, keyof MonitorConfig>(
   NAMES.flatMap((n) => [[n, n] as const, [FIELDS[n].snake, n] as const]),
 );
@@ -199,10 +214,13 @@ export function parseMonitorConfig(
   };
 }
 
+/** The per-run max runtime tags, in the order they are looked at. */
+export const MAX_RUNTIME_TAGS = [TAGS.maxRuntime, TAGS.maxRuntimeAlias] as const;
+
 /**
  * The max runtime for one run: tag `runwarden/max_runtime` (else its alias `runwarden/max_runtime_seconds`)
- * overrides the configured default, and `0` turns the limit off. A tag value that is not a finite number >= 0
- * is returned in `invalid` (for the caller to report on the run); the next valid source applies — the alias
+ * overrides the configured default, and `0` turns the limit off. A tag value parseMaxRuntimeTag refuses is
+ * returned in `invalid` (for the caller to report on the run); the next valid source applies — the alias
  * when the primary tag is the invalid one, else the configured default.
  */
 export function resolveMaxRuntimeSeconds(
@@ -210,10 +228,10 @@ export function resolveMaxRuntimeSeconds(
   config: MonitorConfig,
 ): { seconds: number; invalid?: { tag: string; value: string } } {
   let invalid: { tag: string; value: string } | undefined;
-  for (const tag of [TAGS.maxRuntime, TAGS.maxRuntimeAlias]) {
+  for (const tag of MAX_RUNTIME_TAGS) {
     if (!Object.hasOwn(tags, tag)) continue;
     const value = tags[tag]!;
-    const seconds = parseSeconds(value);
+    const seconds = parseMaxRuntimeTag(value);
     if (seconds !== undefined) return invalid ? { seconds, invalid } : { seconds };
     // Report the first bad tag: that is the one the user most likely meant to take effect.
     invalid ??= { tag, value: String(value) };
@@ -221,8 +239,14 @@ export function resolveMaxRuntimeSeconds(
   return invalid ? { seconds: config.maxRuntimeSeconds, invalid } : { seconds: config.maxRuntimeSeconds };
 }
 
-/** Plain decimal seconds ("10", "2.5", "1e3"); rejects "", "-1", "0x10", "Infinity" that Number() would take. */
-function parseSeconds(value: unknown): number | undefined {
+/** What a max runtime tag value must be, for error messages. */
+export const MAX_RUNTIME_TAG_EXPECTED = 'a finite decimal number of seconds >= 0, e.g. 3600 (0 = no limit)';
+
+/**
+ * The seconds of a max runtime tag value, or undefined when the monitor would ignore it: plain decimal
+ * seconds ("10", "2.5", "1e3", " 30 ") only, not "", "-1", "0x10", "1e400" or "Infinity" that Number() takes.
+ */
+export function parseMaxRuntimeTag(value: unknown): number | undefined {
   if (typeof value !== 'string') return undefined;
   const text = value.trim();
   if (!/^\+?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(text)) return undefined;

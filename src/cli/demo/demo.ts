@@ -1,12 +1,13 @@
 // `runwarden demo`: five real worker processes, one SQLite file in a temporary directory, short timeouts.
-// The monitor runs in this process; the workers (src/demo/worker.ts) write to the same database file.
+// The monitor runs in this process; the workers (worker.ts here) write to the same database file.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { messages } from '../../../machines/messages.js';
-import { formatTable } from '../output.js';
+import { colorEnabled, formatTable, painter } from '../output.js';
+import { entryLines, paintStatus, Timeline } from './timeline.js';
 import { createRunMonitor, type RunMonitor } from '../../monitor/monitor.js';
 import { PID_TAG, ProcessRunLauncher } from '../../launchers/process/process-launcher.js';
 import { SqliteRunStore } from '../../stores/sqlite/sqlite-store.js';
@@ -26,6 +27,10 @@ const MAX_RUNTIME_SECONDS = 2;
 const TERMINATE_GRACE_MS = 1000;
 /** The demo gives up (and fails) if the runs have not all ended by then. */
 const DEADLINE_MS = 45_000;
+/** How long the live log holds each line so that events committed late still print in time order. */
+const HOLD_MS = 500;
+/** How often the demo reads the store's event tail. */
+const TAIL_POLL_MS = 100;
 
 interface Scenario {
   name: string;
@@ -115,12 +120,15 @@ export interface DemoOptions {
   keep?: boolean;
   /** Where the demo writes. Default: process.stdout. */
   write?: (text: string) => void;
+  /** Colour the status words and outcomes. Default: when stdout is a terminal (NO_COLOR, FORCE_COLOR honoured). */
+  color?: boolean;
 }
 
 /** Runs the demo; resolves true when all five outcomes happened as expected. */
 export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
   const write = options.write ?? ((text: string) => process.stdout.write(text));
   const out = (line = '') => write(`${line}\n`);
+  const paint = painter(options.color ?? colorEnabled(process.stdout));
   const dir = mkdtempSync(join(tmpdir(), 'runwarden-demo-'));
   const dbPath = join(dir, 'runs.db');
   const store = new SqliteRunStore({ path: dbPath });
@@ -138,14 +146,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
   });
   const monitor = createRunMonitor({ store, launcher, config: CONFIG });
   let t0 = Date.now();
-  const stamp = (at: number) => `+${((at - t0) / 1000).toFixed(2).padStart(5)}s`;
-  const nameOf = (runId: string) => runId.replace(/^demo-/, '');
-  const progress = (runId: string, kind: string, message: string, at = Date.now()) => {
-    const [first, ...more] = message.split('\n');
-    const lead = `  ${stamp(at)}  ${nameOf(runId).padEnd(15)}  ${kind.padEnd(13)}  `;
-    out(`${lead}${first}`);
-    for (const line of more) out(`${' '.repeat(lead.length)}${line}`);
-  };
+  const timeline = new Timeline(
+    (entry) => entryLines(entry, t0, paint).forEach((line) => out(line)),
+    HOLD_MS,
+  );
+  /** Something the demo itself does, in response to the event numbered `seq`. */
+  const demoAction = (runId: string, seq: number, message: string) =>
+    timeline.add({ at: Date.now(), seq, runId, kind: 'demo', message });
 
   const onInterrupt = () => {
     out('\nInterrupted: stopping the demo workers.');
@@ -208,7 +215,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
     for (;;) {
       for (const event of await store.readEventsAfter(seq, 1000)) {
         seq = event.seq;
-        progress(event.runId, event.type, event.message, event.at);
+        timeline.add({
+          at: event.at,
+          seq: event.seq,
+          runId: event.runId,
+          kind: event.type,
+          message: event.message,
+        });
         const data = event.data as Partial<StepEventData> | undefined;
         // The crash: SIGKILL the first worker of crash-resume in the middle of its third step.
         if (
@@ -220,7 +233,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
         ) {
           killed.add(event.runId);
           const pid = Number((await store.getRun(event.runId))?.tags[PID_TAG]);
-          progress(event.runId, 'demo', `SIGKILL to worker pid ${pid} (mid-step, as an OOM killer would)`);
+          demoAction(
+            event.runId,
+            event.seq,
+            `SIGKILL to worker pid ${pid} (mid-step, as an OOM killer would)`,
+          );
           process.kill(pid, 'SIGKILL');
         }
         // The cancel: once ignores-sigterm is working, cancel it (it will ignore the SIGTERM).
@@ -230,17 +247,18 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
           !canceled.has(event.runId)
         ) {
           canceled.add(event.runId);
-          progress(event.runId, 'demo', 'cancel requested (runwarden cancel)');
-          monitor
-            .cancel(event.runId)
-            .catch((error) => progress(event.runId, 'demo', `cancel failed: ${error}`));
+          demoAction(event.runId, event.seq, 'cancel requested (runwarden cancel)');
+          const { runId, seq: cause } = event;
+          monitor.cancel(runId).catch((error) => demoAction(runId, cause, `cancel failed: ${error}`));
         }
       }
+      timeline.release(Date.now());
       const runs = await store.listRuns();
       if (runs.every((run) => isTerminal(run.status)) || Date.now() > deadline) break;
-      await sleep(100);
+      await sleep(TAIL_POLL_MS);
     }
     await settleQuietly(monitor);
+    timeline.flush();
 
     const rows: string[][] = [];
     let failures = 0;
@@ -254,10 +272,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
       if (problem) failures += 1;
       rows.push([
         scenario.name,
-        run.status,
+        paintStatus(run.status, paint),
         reasonOf(run) ?? '-',
         String(run.resumeAttempts),
-        problem ? `NO: ${problem}` : `yes: ${scenario.expected}`,
+        problem ? paint('red', `NO: ${problem}`) : paint('green', `yes: ${scenario.expected}`),
       ]);
     }
     out();
@@ -267,10 +285,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
     out();
     if (failures === 0) {
       out(
-        'All five outcomes happened as expected: SUCCESS; START_TIMEOUT (worker terminated); crashed, resumed and SUCCESS; MAX_RUNTIME_EXCEEDED; CANCELED after the cancel timeout.',
+        paint(
+          'green',
+          'All five outcomes happened as expected: SUCCESS; START_TIMEOUT (worker terminated); crashed, resumed and SUCCESS; MAX_RUNTIME_EXCEEDED; CANCELED after the cancel timeout.',
+        ),
       );
     } else {
-      out(`${failures} of ${SCENARIOS.length} outcomes did not happen as expected.`);
+      out(paint('red', `${failures} of ${SCENARIOS.length} outcomes did not happen as expected.`));
     }
     if (options.keep) {
       out();
