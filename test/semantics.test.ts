@@ -574,6 +574,7 @@ describe('configuration and bad input', () => {
     expect(() => createRunMonitor({ store, launcher, config: { startTimeoutSeconds: -1 } })).toThrow(
       /startTimeoutSeconds/,
     );
+    // @ts-expect-error a misspelt key: the types refuse it, and so does the runtime
     expect(() => createRunMonitor({ store, launcher, config: { startTimeoutSecs: 5 } })).toThrow(
       /startTimeoutSecs/,
     );

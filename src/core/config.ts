@@ -342,6 +342,3 @@ function describe(value: unknown): string {
       return `a ${typeof value}`;
   }
 }
-
-/** What createRunMonitor's `config` option accepts (validated at run time by parseMonitorConfig). */
-export type MonitorConfigOptions = Partial<MonitorConfig> | Record<string, unknown>;

@@ -179,6 +179,7 @@ describe('beyond Dagster', () => {
       createRunMonitor({
         store: new MemoryRunStore(),
         launcher: new FakeLauncher(),
+        // @ts-expect-error a plain-JS caller's mistake: the types refuse it, and so does the runtime
         config: { poll_interval_seconds: 'soon' },
       }),
     ).toThrow(/poll_interval_seconds/);
