@@ -6,8 +6,19 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SimulatedClock } from 'xstate';
 import type { MonitorConfig } from '../src/core/config.js';
-import { type HealthResult, type RunLauncher, type RunRecord, type RunStatus } from '../src/core/types.js';
-import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
+import {
+  type HealthResult,
+  type RunLauncher,
+  type RunRecord,
+  type RunStatus,
+  TAGS,
+} from '../src/core/types.js';
+import {
+  COMMAND_TAG,
+  PID_START_TAG,
+  PID_TAG,
+  ProcessRunLauncher,
+} from '../src/launchers/process/process-launcher.js';
 import { createRunMonitor, type RunMonitor } from '../src/monitor/monitor.js';
 import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
 import { isAlive, NODE, tempDir, waitFor, workerCommand } from './processes.js';
@@ -296,5 +307,77 @@ describe('a worker that reports STARTED before its pid is recorded', () => {
     expect(isAlive(newPid!)).toBe(false);
     tagGate.open();
     await resuming;
+  });
+});
+
+describe('a worker spawned for a run that has already ended', () => {
+  it('is stopped at once when the start timeout failed the run while it was being spawned', async () => {
+    const s = setup();
+    const clock = new SimulatedClock();
+    clock.set(Date.now());
+    const config: Partial<MonitorConfig> = { startTimeoutSeconds: 5 };
+    const monitor = createRunMonitor({ store: s.store, launcher: s.launcher, clock, config });
+    s.monitor = monitor;
+    await monitor.start();
+
+    const run = await s.store.createRun({
+      tags: { [COMMAND_TAG]: JSON.stringify(workerCommand('never-starts')) },
+    });
+    const gate = (spawnGate.current = new Gate());
+    const launching = monitor.launch(run.runId).catch((error: unknown) => error);
+    await waitFor('the launch to be about to spawn', () => gate.entered > 0);
+    await waitFor('the start timeout to fail the run', async () => {
+      clock.increment(500);
+      return (await getRun(s, run.runId)).status === 'FAILURE';
+    });
+    expect((await getRun(s, run.runId)).tags[TAGS.failureReason]).toBe('START_TIMEOUT');
+
+    gate.open();
+    await launching;
+    expect((await getRun(s, run.runId)).tags[PID_TAG]).toMatch(/^\d+$/);
+    await waitFor('the late worker to be stopped', () => liveWorkersOf(run.runId).length === 0, 5_000);
+  });
+
+  const ended: [string, RunStatus][] = [
+    ['launch', 'FAILURE'],
+    ['launch', 'CANCELED'],
+    ['resume', 'FAILURE'],
+    ['resume', 'CANCELED'],
+  ];
+  it.each(ended)(
+    '%s: a run ended %s while spawning gets its worker stopped before the call returns',
+    async (call, status) => {
+      const s = setup();
+      const run = call === 'launch' ? await s.store.createRun({}) : await runWithDeadWorker(s);
+      if (call === 'launch') await moveTo(s, run.runId, 'STARTING');
+      const gate = (spawnGate.current = new Gate());
+      const starting = held(call === 'launch' ? s.launcher.launch(run) : s.launcher.resume(run, 1));
+      await waitFor('the start to be about to spawn', () => gate.entered > 0);
+      await moveTo(s, run.runId, status === 'CANCELED' ? 'CANCELING' : status);
+      if (status === 'CANCELED') await moveTo(s, run.runId, 'CANCELED');
+      gate.open();
+      await starting;
+
+      const after = await getRun(s, run.runId);
+      expect(after.tags[PID_START_TAG]).toMatch(/^\d+$/);
+      expect(isAlive(Number(after.tags[PID_TAG]))).toBe(false);
+      expect(liveWorkersOf(run.runId)).toEqual([]);
+      expect(readFileSync(s.launcher.logPath(run.runId), 'utf8')).toContain(
+        `run ${run.runId} is already ${status}: stopping its run worker pid ${after.tags[PID_TAG]}`,
+      );
+    },
+  );
+
+  it('is left alone when the run ended SUCCESS: the worker finished it itself', async () => {
+    const s = setup();
+    const run = await s.store.createRun({});
+    await moveTo(s, run.runId, 'STARTING');
+    const gate = (spawnGate.current = new Gate());
+    const launching = held(s.launcher.launch(run));
+    await waitFor('the launch to be about to spawn', () => gate.entered > 0);
+    await moveTo(s, run.runId, 'SUCCESS');
+    gate.open();
+    await launching;
+    expect(liveWorkersOf(run.runId)).toEqual([Number((await getRun(s, run.runId)).tags[PID_TAG])]);
   });
 });

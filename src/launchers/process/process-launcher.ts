@@ -8,7 +8,7 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { type FileHandle, mkdir, open, readdir, readFile } from 'node:fs/promises';
+import { appendFile, type FileHandle, mkdir, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError, InvalidTagsError, LaunchError, RunwardenError } from '../../core/errors.js';
@@ -204,6 +204,7 @@ export class ProcessRunLauncher implements RunLauncher {
     try {
       const identity = await this.spawnWorker(run, attempt, inFlight);
       await this.recordWorker(run.runId, identity, attempt);
+      await this.stopIfRunEnded(run.runId, identity);
     } finally {
       if (this.starting.get(run.runId) === inFlight) this.starting.delete(run.runId);
     }
@@ -289,6 +290,41 @@ export class ProcessRunLauncher implements RunLauncher {
         `Started run worker pid ${pid} for run ${runId} but could not record it in the store, so it was killed: ${errorText(err)}`,
         { cause: err },
       );
+    }
+  }
+
+  /**
+   * A start slower than the run's start timeout spawns a worker for a run that is already over, whose
+   * terminate found no pid, and nothing watches a terminal run. Read after the pid is recorded, the run shows
+   * that ending if its terminator could not have seen the pid. SUCCESS: the worker itself finished the run.
+   */
+  private async stopIfRunEnded(runId: string, identity: Identity): Promise<void> {
+    let run: RunRecord | undefined;
+    try {
+      run = await this.store.getRun(runId);
+    } catch {
+      // Can't tell; the recorded pid lets whoever ends the run stop the worker.
+      return;
+    }
+    if (!run || !isTerminal(run.status) || run.status === 'SUCCESS') return;
+    await this.appendToLog(
+      runId,
+      `run ${runId} is already ${run.status}: stopping its run worker pid ${identity.pid}, which started after the run ended`,
+    );
+    if (!(await this.stopGroup(identity))) {
+      throw new LaunchError(
+        runId,
+        `Run ${runId} was already ${run.status} when its run worker pid ${identity.pid} started, and that worker is still alive after SIGKILL.`,
+      );
+    }
+  }
+
+  /** One launcher line in the run's worker log; best effort, the log only helps humans. */
+  private async appendToLog(runId: string, line: string): Promise<void> {
+    try {
+      await appendFile(this.logPath(runId), `[runwarden] ${new Date().toISOString()} ${line}\n`);
+    } catch {
+      // Nothing depends on it.
     }
   }
 
