@@ -219,6 +219,11 @@ describe('launch', () => {
     await expect(launcher.launch(run)).rejects.toThrow(/could not record it in the store.*store is down/);
     const pid = workerPid;
     await waitFor(() => !isAlive(pid), 'unrecorded worker to be killed');
+    // No pid in the tags, but this instance knows what became of the worker it started.
+    expect(await launcher.checkHealth(await fresh(run.runId))).toEqual({
+      status: 'FAILED',
+      message: 'Run worker was killed by signal SIGKILL',
+    });
   });
 });
 
@@ -294,13 +299,16 @@ describe('checkHealth', () => {
     expect(bystander.exitCode).toBeNull();
   });
 
-  it('reports NOT_FOUND when no pid was recorded or the tags are unusable', async () => {
+  it('reports UNKNOWN (transient) when no pid is recorded yet, NOT_FOUND when the tags are unusable', async () => {
     const launcher = makeLauncher();
     const none = await store.createRun({});
-    expect(await launcher.checkHealth(none)).toMatchObject({
-      status: 'NOT_FOUND',
-      message: expect.stringContaining('no worker pid recorded'),
+    // Its launch may still be recording the pid: not evidence of death, so the monitor's tolerance decides.
+    expect(await launcher.checkHealth(none)).toEqual({
+      status: 'UNKNOWN',
+      transient: true,
+      message: `No run worker pid recorded yet (tag ${PID_TAG} is missing on run ${none.runId}); its launch may still be recording it.`,
     });
+    expect(await launcher.terminate(none)).toBe(true);
     const unusable: Record<string, string>[] = [
       { [PID_TAG]: '-1', [PID_START_TAG]: '5' },
       { [PID_TAG]: '1', [PID_START_TAG]: '5' },

@@ -2,11 +2,13 @@
 //
 // Correctness never depends on in-memory state: the worker's identity (pid + kernel start time) lives in the
 // run's tags, so a restarted monitor can still health-check and terminate workers it did not spawn. What this
-// instance remembers (exit codes of the children it spawned) only sharpens the messages.
+// instance remembers (exit codes of the children it spawned) only sharpens the messages, with one exception:
+// while a launch or resume is still recording its worker's pid, the tags are missing or name the previous
+// worker, and only this instance knows the new one.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { type FileHandle, mkdir, open, readdir, readFile } from 'node:fs/promises';
+import { appendFile, type FileHandle, mkdir, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError, InvalidTagsError, LaunchError, RunwardenError } from '../../core/errors.js';
@@ -75,6 +77,12 @@ interface SpawnedWorker {
   exited: Promise<void>;
 }
 
+/** A launch or resume in progress: its child, once spawned, is the run's worker whatever the tags say. */
+interface StartInFlight {
+  attempt: number;
+  worker?: SpawnedWorker;
+}
+
 interface ProcStat {
   state: string;
   pgrp: number;
@@ -109,6 +117,7 @@ export class ProcessRunLauncher implements RunLauncher {
   private readonly pollMs: number;
   private readonly procRoot: string;
   private readonly workers = new Map<string, SpawnedWorker>();
+  private readonly starting = new Map<string, StartInFlight>();
 
   constructor(private readonly options: ProcessRunLauncherOptions) {
     this.store = options.store;
@@ -153,60 +162,23 @@ export class ProcessRunLauncher implements RunLauncher {
   }
 
   async checkHealth(run: RunRecord): Promise<HealthResult> {
+    const inFlight = this.starting.get(run.runId);
+    if (inFlight && !inFlight.worker) return notSpawnedYet(run, inFlight.attempt);
+    // While a start records its worker (or the record predates that), only this instance knows the worker.
+    const unrecorded = run.tags[PID_TAG] === undefined;
+    const known = inFlight?.worker ?? (unrecorded ? this.workers.get(run.runId) : undefined);
+    if (known) return this.workerHealth(run, identityOf(known));
+    if (unrecorded) return pidNotRecordedYet(run);
     const identity = readIdentity(run);
     if (typeof identity === 'string') return { status: 'NOT_FOUND', message: identity };
-    const { pid, pidStart } = identity;
-
-    let found: Lookup;
-    try {
-      found = await this.lookup(identity);
-    } catch (err) {
-      return {
-        status: 'UNKNOWN',
-        transient: true,
-        message: `Could not read ${this.statPath(pid)} to check run worker pid ${pid}: ${errorText(err)}`,
-      };
-    }
-    if (found.kind === 'alive') return { status: 'RUNNING', message: `Run worker pid ${pid} is running.` };
-
-    const mine = this.ownWorker(run.runId, identity);
-    if (mine && !mine.exit && found.kind !== 'reused') {
-      await Promise.race([mine.exited, sleep(EXIT_EVENT_WAIT_MS)]);
-    }
-    if (mine?.exit) return exitResult(mine.exit, run);
-
-    switch (found.kind) {
-      case 'zombie':
-        return {
-          status: 'NOT_FOUND',
-          message: `Run worker pid ${pid} has exited (zombie in ${this.statPath(pid)}, not yet reaped); its exit status is unknown to this monitor.`,
-        };
-      case 'reused':
-        return {
-          status: 'NOT_FOUND',
-          message: `No run worker with pid ${pid}: that pid now belongs to another process (start time ${found.stat.starttime} in ${this.statPath(pid)}, recorded ${pidStart}).`,
-        };
-      default:
-        return {
-          status: 'NOT_FOUND',
-          message: `No process with pid ${pid} (checked ${this.statPath(pid)}); the run worker is gone and its exit status is unknown to this monitor.`,
-        };
-    }
+    const result = await this.workerHealth(run, identity);
+    if (result.status === 'RUNNING' || !this.startedOtherWorker(run.runId, identity)) return result;
+    return this.recheckFromStore(run, identity, result);
   }
 
   async terminate(run: RunRecord): Promise<boolean> {
-    const recorded = readIdentity(run);
-    // Fall back to memory when a launch is still writing the tags (cancel racing launch).
-    const identity = typeof recorded === 'string' ? this.workerIdentity(run.runId) : recorded;
-    if (!identity) return true;
-    const { pid } = identity;
-
-    if (!(await this.signalGroup(identity, 'SIGTERM'))) return true;
-    if (await this.waitGone(identity, this.graceMs)) return true;
-    if (!(await this.signalGroup(identity, 'SIGKILL'))) return true;
-    if (await this.waitGone(identity, this.killWaitMs)) return true;
-    // Last look, tolerant of members stuck as zombies under a parent that doesn't reap.
-    return (await this.liveGroupMembers(pid)) === 0;
+    const stopped = await Promise.all(this.workersToStop(run).map((identity) => this.stopGroup(identity)));
+    return stopped.every(Boolean);
   }
 
   async debugInfo(run: RunRecord): Promise<string | undefined> {
@@ -227,6 +199,18 @@ export class ProcessRunLauncher implements RunLauncher {
   // ---------------------------------------------------------------------------------------------------------
 
   private async start(run: RunRecord, attempt: number): Promise<void> {
+    const inFlight: StartInFlight = { attempt };
+    this.starting.set(run.runId, inFlight);
+    try {
+      const identity = await this.spawnWorker(run, attempt, inFlight);
+      await this.recordWorker(run.runId, identity, attempt);
+      await this.stopIfRunEnded(run.runId, identity);
+    } finally {
+      if (this.starting.get(run.runId) === inFlight) this.starting.delete(run.runId);
+    }
+  }
+
+  private async spawnWorker(run: RunRecord, attempt: number, inFlight: StartInFlight): Promise<Identity> {
     const argv = this.argvFor(run);
     const [file, ...args] = argv as [string, ...string[]];
     const path = this.logPath(run.runId);
@@ -267,7 +251,7 @@ export class ProcessRunLauncher implements RunLauncher {
           try {
             const pidStart = this.readStartTimeSync(child.pid!);
             // Also before the loop turns: the 'exit' listener must be in place before the child can be reaped.
-            this.remember(run.runId, child, { pid: child.pid!, pidStart });
+            inFlight.worker = this.remember(run.runId, child, { pid: child.pid!, pidStart });
             resolve(pidStart);
           } catch (err) {
             signalQuietly(-child.pid!, 'SIGKILL');
@@ -286,12 +270,14 @@ export class ProcessRunLauncher implements RunLauncher {
       // The child holds its own copy of the descriptor.
       await log.close();
     }
-    const pid = child.pid!;
     // The monitor may exit while workers run on.
     child.unref();
+    return { pid: child.pid!, pidStart };
+  }
 
+  private async recordWorker(runId: string, { pid, pidStart }: Identity, attempt: number): Promise<void> {
     try {
-      await this.store.setTags(run.runId, {
+      await this.store.setTags(runId, {
         [PID_TAG]: String(pid),
         [PID_START_TAG]: pidStart,
         [ATTEMPT_TAG]: String(attempt),
@@ -300,11 +286,132 @@ export class ProcessRunLauncher implements RunLauncher {
       // A worker nobody can find would be reported NOT_FOUND and resumed next to itself: stop it.
       signalQuietly(-pid, 'SIGKILL');
       throw new LaunchError(
-        run.runId,
-        `Started run worker pid ${pid} for run ${run.runId} but could not record it in the store, so it was killed: ${errorText(err)}`,
+        runId,
+        `Started run worker pid ${pid} for run ${runId} but could not record it in the store, so it was killed: ${errorText(err)}`,
         { cause: err },
       );
     }
+  }
+
+  /**
+   * A start slower than the run's start timeout spawns a worker for a run that is already over, whose
+   * terminate found no pid, and nothing watches a terminal run. Read after the pid is recorded, the run shows
+   * that ending if its terminator could not have seen the pid. SUCCESS: the worker itself finished the run.
+   */
+  private async stopIfRunEnded(runId: string, identity: Identity): Promise<void> {
+    let run: RunRecord | undefined;
+    try {
+      run = await this.store.getRun(runId);
+    } catch {
+      // Can't tell; the recorded pid lets whoever ends the run stop the worker.
+      return;
+    }
+    if (!run || !isTerminal(run.status) || run.status === 'SUCCESS') return;
+    await this.appendToLog(
+      runId,
+      `run ${runId} is already ${run.status}: stopping its run worker pid ${identity.pid}, which started after the run ended`,
+    );
+    if (!(await this.stopGroup(identity))) {
+      throw new LaunchError(
+        runId,
+        `Run ${runId} was already ${run.status} when its run worker pid ${identity.pid} started, and that worker is still alive after SIGKILL.`,
+      );
+    }
+  }
+
+  /** One launcher line in the run's worker log; best effort, the log only helps humans. */
+  private async appendToLog(runId: string, line: string): Promise<void> {
+    try {
+      await appendFile(this.logPath(runId), `[runwarden] ${new Date().toISOString()} ${line}\n`);
+    } catch {
+      // Nothing depends on it.
+    }
+  }
+
+  /** SIGTERM to the worker's group, SIGKILL after the grace period; true once nothing in it is running. */
+  private async stopGroup(identity: Identity): Promise<boolean> {
+    if (!(await this.signalGroup(identity, 'SIGTERM'))) return true;
+    if (await this.waitGone(identity, this.graceMs)) return true;
+    if (!(await this.signalGroup(identity, 'SIGKILL'))) return true;
+    if (await this.waitGone(identity, this.killWaitMs)) return true;
+    // Last look, tolerant of members stuck as zombies under a parent that doesn't reap.
+    return (await this.liveGroupMembers(identity.pid)) === 0;
+  }
+
+  /** The recorded worker, and one a launch or resume of this instance is still recording (cancel racing it). */
+  private workersToStop(run: RunRecord): Identity[] {
+    const recorded = readIdentity(run);
+    const targets = typeof recorded === 'string' ? [] : [recorded];
+    // No tags yet: a launch may still be writing them.
+    const newest =
+      this.starting.get(run.runId)?.worker ??
+      (targets.length === 0 ? this.workers.get(run.runId) : undefined);
+    if (newest && !targets.some((t) => sameIdentity(t, newest))) targets.push(identityOf(newest));
+    return targets;
+  }
+
+  // --- health ----------------------------------------------------------------------------------------------
+
+  private async workerHealth(run: RunRecord, identity: Identity): Promise<HealthResult> {
+    const { pid, pidStart } = identity;
+    let found: Lookup;
+    try {
+      found = await this.lookup(identity);
+    } catch (err) {
+      return {
+        status: 'UNKNOWN',
+        transient: true,
+        message: `Could not read ${this.statPath(pid)} to check run worker pid ${pid}: ${errorText(err)}`,
+      };
+    }
+    if (found.kind === 'alive') return { status: 'RUNNING', message: `Run worker pid ${pid} is running.` };
+
+    const mine = this.ownWorker(run.runId, identity);
+    if (mine && !mine.exit && found.kind !== 'reused') {
+      await Promise.race([mine.exited, sleep(EXIT_EVENT_WAIT_MS)]);
+    }
+    if (mine?.exit) return exitResult(mine.exit, run);
+
+    switch (found.kind) {
+      case 'zombie':
+        return {
+          status: 'NOT_FOUND',
+          message: `Run worker pid ${pid} has exited (zombie in ${this.statPath(pid)}, not yet reaped); its exit status is unknown to this monitor.`,
+        };
+      case 'reused':
+        return {
+          status: 'NOT_FOUND',
+          message: `No run worker with pid ${pid}: that pid now belongs to another process (start time ${found.stat.starttime} in ${this.statPath(pid)}, recorded ${pidStart}).`,
+        };
+      default:
+        return {
+          status: 'NOT_FOUND',
+          message: `No process with pid ${pid} (checked ${this.statPath(pid)}); the run worker is gone and its exit status is unknown to this monitor.`,
+        };
+    }
+  }
+
+  /** This instance's newest worker for the run is not the recorded one: the record may predate a resume. */
+  private startedOtherWorker(runId: string, identity: Identity): boolean {
+    const mine = this.workers.get(runId);
+    return mine !== undefined && !sameIdentity(mine, identity);
+  }
+
+  /** A dead worker named by a stale record says nothing about the current one: ask the store which it is. */
+  private async recheckFromStore(
+    run: RunRecord,
+    recorded: Identity,
+    result: HealthResult,
+  ): Promise<HealthResult> {
+    let fresh: RunRecord | undefined;
+    try {
+      fresh = await this.store.getRun(run.runId);
+    } catch {
+      return result;
+    }
+    const current = fresh && readIdentity(fresh);
+    if (!fresh || !current || typeof current === 'string' || sameIdentity(current, recorded)) return result;
+    return this.workerHealth(fresh, current);
   }
 
   private argvFor(run: RunRecord): string[] {
@@ -333,7 +440,7 @@ export class ProcessRunLauncher implements RunLauncher {
     return argv;
   }
 
-  private remember(runId: string, child: ChildProcess, identity: Identity): void {
+  private remember(runId: string, child: ChildProcess, identity: Identity): SpawnedWorker {
     let markExited!: () => void;
     const worker: SpawnedWorker = {
       ...identity,
@@ -357,16 +464,12 @@ export class ProcessRunLauncher implements RunLauncher {
         if (w.exit) this.workers.delete(id);
       }
     }
+    return worker;
   }
 
   private ownWorker(runId: string, identity: Identity): SpawnedWorker | undefined {
     const w = this.workers.get(runId);
-    return w && w.pid === identity.pid && w.pidStart === identity.pidStart ? w : undefined;
-  }
-
-  private workerIdentity(runId: string): Identity | undefined {
-    const w = this.workers.get(runId);
-    return w ? { pid: w.pid, pidStart: w.pidStart } : undefined;
+    return w && sameIdentity(w, identity) ? w : undefined;
   }
 
   private statPath(pid: number): string {
@@ -511,6 +614,32 @@ function parseStat(text: string): ProcStat {
     throw new Error(`unexpected /proc stat format: ${JSON.stringify(text.slice(0, 200))}`);
   }
   return { state, pgrp, starttime };
+}
+
+function sameIdentity(a: Identity, b: Identity): boolean {
+  return a.pid === b.pid && a.pidStart === b.pidStart;
+}
+
+function identityOf({ pid, pidStart }: Identity): Identity {
+  return { pid, pidStart };
+}
+
+/** A start in progress that has not spawned its worker yet: the tags name none, or the previous one. */
+function notSpawnedYet(run: RunRecord, attempt: number): HealthResult {
+  return {
+    status: 'UNKNOWN',
+    transient: true,
+    message: `A run worker for run ${run.runId} is being started (attempt ${attempt}); its pid is not recorded yet.`,
+  };
+}
+
+/** Not evidence of death: the worker may be up and its launcher (maybe another process) still recording it. */
+function pidNotRecordedYet(run: RunRecord): HealthResult {
+  return {
+    status: 'UNKNOWN',
+    transient: true,
+    message: `No run worker pid recorded yet (tag ${PID_TAG} is missing on run ${run.runId}); its launch may still be recording it.`,
+  };
 }
 
 function exitResult(exit: ExitInfo, run: RunRecord): HealthResult {
