@@ -14,15 +14,19 @@ import { RunwardenError } from '../core/errors.js';
 import {
   ACTIVE_STATUSES,
   type Clock,
+  isTerminal,
+  type RunEvent,
   type RunLauncher,
   type RunRecord,
   type RunStore,
+  statusOfEvent,
 } from '../core/types.js';
 import { cancelRun, launchRun } from './commands.js';
 import { EffectTracker } from './effect-tracker.js';
 import { providedRunMachine, runInputFor } from './effects.js';
+import { EventStream } from './event-stream.js';
 import { finishPendingTerminations, healthPollActor, pagesOf } from './health-poll.js';
-import type { MonitorHost } from './host.js';
+import { type MonitorHost, mustGetRun } from './host.js';
 import type { MonitorLogger } from './logger.js';
 import { installIndexedScheduler } from './scheduler.js';
 import { StoreFeed } from './store-feed.js';
@@ -50,6 +54,13 @@ export interface RunMonitor {
   launch(runId: string): Promise<RunRecord>;
   /** → CANCELING (or CANCELED before launch), then launcher.terminate. */
   cancel(runId: string): Promise<RunRecord>;
+  /**
+   * Every event of every run as the monitor learns it (its own writes at once, other processes' through the
+   * feed), in seq order, from when the monitor started. Returns the unsubscribe function.
+   */
+  subscribe(listener: (event: RunEvent) => void): () => void;
+  /** Resolves with the run's record once its status is terminal (at once if it already is). */
+  waitForRun(runId: string, options?: { signal?: AbortSignal }): Promise<RunRecord>;
   readonly config: MonitorConfig;
 }
 
@@ -93,6 +104,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
   let loading: Promise<void> | undefined;
   let feed: StoreFeed | undefined;
   let stopped = false;
+  const events = new EventStream(store, host.tracker, logger);
 
   const deliver = (runs: RunRecord[]) => {
     if (runs.length > 0) supervisor?.send({ type: 'runs.updated', runs });
@@ -151,14 +163,17 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       tracker: host.tracker,
       logger,
       deliver,
+      learned: (seq) => events.learned(seq),
       pollIntervalMs: config.feedPollIntervalSeconds * 1000,
     });
+    events.start();
     await feed.start();
     for await (const page of pagesOf(host, ACTIVE_STATUSES)) deliver(page);
   }
 
   async function stop(): Promise<void> {
     stopped = true;
+    events.stop();
     feed?.stop();
     feed = undefined;
     supervisor?.stop();
@@ -177,12 +192,40 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     return launchRun(host, runId);
   }
 
+  async function waitForRun(runId: string, waitOptions: { signal?: AbortSignal } = {}): Promise<RunRecord> {
+    const { signal } = waitOptions;
+    signal?.throwIfAborted();
+    let unsubscribe = () => {};
+    let onAbort = () => {};
+    const ended = new Promise<RunRecord>((resolve, reject) => {
+      // Listen first, then read: a run that ends in between is seen by one or the other.
+      unsubscribe = events.subscribe((event) => {
+        const status = statusOfEvent(event.type);
+        if (event.runId === runId && status && isTerminal(status))
+          mustGetRun(host, runId).then(resolve, reject);
+      });
+      onAbort = () => reject(signal?.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      mustGetRun(host, runId).then((run) => {
+        if (isTerminal(run.status)) resolve(run);
+      }, reject);
+    });
+    try {
+      return await ended;
+    } finally {
+      unsubscribe();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
   return {
     start,
     stop,
     settle: () => host.tracker.settle(),
     launch,
     cancel: (runId) => cancelRun(host, runId),
+    subscribe: (listener) => events.subscribe(listener),
+    waitForRun,
     config,
   };
 }

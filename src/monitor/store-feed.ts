@@ -12,6 +12,8 @@ export interface StoreFeedOptions {
   tracker: EffectTracker;
   logger: MonitorLogger;
   deliver: (runs: RunRecord[]) => void;
+  /** Told the highest seq the feed knows exists: on this process's writes at once, on every tail read. */
+  learned: (seq: number) => void;
   pollIntervalMs: number;
 }
 
@@ -30,6 +32,7 @@ export class StoreFeed {
   async start(): Promise<void> {
     const { store } = this.options;
     this.lastSeq = await this.options.tracker.track(store.latestSeq());
+    this.options.learned(this.lastSeq);
     this.unsubscribe = store.subscribe((event) => this.onOwnWrite(event));
     this.schedulePoll();
   }
@@ -42,6 +45,7 @@ export class StoreFeed {
 
   private onOwnWrite(event: RunEvent): void {
     if (event.seq > this.lastSeq) this.seenSeqs.add(event.seq);
+    this.options.learned(event.seq);
     if (statusOfEvent(event.type)) this.enqueue(event.runId);
   }
 
@@ -89,6 +93,7 @@ export class StoreFeed {
         }
         if (events.length < TAIL_PAGE || this.stopped) break;
       }
+      this.options.learned(this.lastSeq);
       await this.flush();
     } catch (err) {
       this.options.logger.error({ err }, 'Reading the store feed failed; retrying at the next feed poll.');
