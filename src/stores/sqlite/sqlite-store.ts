@@ -24,6 +24,7 @@ import {
   type RunStore,
   type TransitionChange,
 } from '../../core/types.js';
+import { openFailure } from './open-error.js';
 
 export interface SqliteRunStoreOptions {
   /** The database file. Every process that shares runs (monitor, run workers) opens the same path. */
@@ -241,11 +242,7 @@ export class SqliteRunStore implements RunStore {
       // `timeout` is SQLite's busy_timeout; it is in force before the first statement, including the pragmas.
       this.db = new Database(this.path, { timeout: this.busyTimeoutMs });
     } catch (error) {
-      throw new RunwardenError(
-        'STORE_OPEN_FAILED',
-        `Could not open the SQLite run store ${this.path}: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw openFailure(this.path, error);
     }
     try {
       configure(this.db);
@@ -255,11 +252,7 @@ export class SqliteRunStore implements RunStore {
       this.db.close();
       if (error instanceof RunwardenError) throw error;
       if (isBusy(error)) throw this.translate(error);
-      throw new RunwardenError(
-        'STORE_OPEN_FAILED',
-        `Could not open the SQLite run store ${this.path}: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw openFailure(this.path, error);
     }
   }
 
