@@ -1,12 +1,12 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DuplicateRunError, RunNotFoundError } from '../src/core/errors.js';
+import { DuplicateRunError, RunNotFoundError, RunwardenError } from '../src/core/errors.js';
 import {
   migrateSqlite,
   SQLITE_MIGRATIONS,
@@ -171,21 +171,6 @@ describe('SqliteRunStore specifics', () => {
       expect(await copy.getRun('a')).toEqual(await store.getRun('a'));
       expect((await readAll(copy)).map((e) => e.type)).toEqual(['RUN_STARTING']);
     });
-
-    it('refuses event data that JSON cannot hold, writing nothing', async () => {
-      const store = open();
-      await store.createRun({ runId: 'a' });
-      const circular: Record<string, unknown> = {};
-      circular.self = circular;
-      for (const data of [circular, 10n, () => 1]) {
-        await expect(
-          store.appendEvent('a', { type: 'ENGINE_EVENT', message: 'x', data }),
-        ).rejects.toMatchObject({
-          code: 'INVALID_EVENT',
-        });
-      }
-      expect(await store.getEvents('a')).toEqual([]);
-    });
   });
 
   describe('schema and migrations', () => {
@@ -305,15 +290,73 @@ describe('SqliteRunStore specifics', () => {
       ).toThrow(/numbered 1, 2, 3/);
       raw.close();
     });
+  });
 
-    it('wraps a file it cannot open in an error naming it', async () => {
+  describe('a file it cannot open: the error names the file and the cause', () => {
+    /** The error opening `file` throws; a store that did open is closed by afterEach and fails the test. */
+    function openError(file: string): RunwardenError {
+      try {
+        opened.push(new SqliteRunStore({ path: file }));
+      } catch (error) {
+        expect(error).toBeInstanceOf(RunwardenError);
+        return error as RunwardenError;
+      }
+      throw new Error(`opening ${file} did not fail`);
+    }
+
+    it('a file that is not a SQLite database', async () => {
       await writeFile(path, 'this is not a database, it is a text file that is long enough to have a header');
-      expect(() => new SqliteRunStore({ path })).toThrow(
-        expect.objectContaining({ message: expect.stringContaining(path) }),
+      const error = openError(path);
+      expect(error.code).toBe('STORE_OPEN_FAILED');
+      expect(error.message).toBe(
+        `Cannot open SQLite store ${path}: it is not a SQLite database (SQLITE_NOTADB).`,
       );
-      expect(() => new SqliteRunStore({ path: join(dir, 'missing-dir', 'runs.db') })).toThrow(
-        expect.objectContaining({ code: 'STORE_OPEN_FAILED' }),
+      expect(error.cause).toMatchObject({ code: 'SQLITE_NOTADB' });
+    });
+
+    it('a directory that does not exist', () => {
+      const missing = join(dir, 'missing-dir', 'deeper');
+      expect(openError(join(missing, 'runs.db')).message).toBe(
+        `Cannot open SQLite store ${join(missing, 'runs.db')}: the directory ${missing} does not exist (ENOENT).`,
       );
+    });
+
+    // Tests run as root, where a chmod'ed directory stays writable: a path under a regular file fails for
+    // everyone, and so does /sys (sysfs takes no new files: EACCES, or EROFS where it is mounted read-only).
+    it('a path under a regular file', async () => {
+      const file = join(dir, 'notes.txt');
+      await writeFile(file, 'x');
+      const target = join(file, 'sub', 'runs.db');
+      expect(openError(target).message).toBe(
+        `Cannot open SQLite store ${target}: ${file} is not a directory (ENOTDIR).`,
+      );
+    });
+
+    it('a directory that takes no new files', () => {
+      expect(openError('/sys/runwarden-test.db').message).toMatch(
+        /^Cannot open SQLite store \/sys\/runwarden-test\.db: the directory \/sys is not writable \((EACCES|EROFS)\)\.$/,
+      );
+    });
+
+    // As root the mode bits are not enforced, so this one only runs for other users (CI, a developer).
+    it.skipIf(process.getuid?.() === 0)('a read-only directory', async () => {
+      const readOnly = join(dir, 'read-only');
+      await mkdir(readOnly, { mode: 0o555 });
+      expect(openError(join(readOnly, 'runs.db')).message).toBe(
+        `Cannot open SQLite store ${join(readOnly, 'runs.db')}: the directory ${readOnly} is not writable (EACCES).`,
+      );
+    });
+
+    it('a directory given as the file', () => {
+      expect(openError(dir).message).toBe(
+        `Cannot open SQLite store ${dir}: it is a directory, not a database file (EISDIR).`,
+      );
+    });
+
+    it('leaves no probe file behind', async () => {
+      await writeFile(path, 'not a database either, and long enough to be read as a header by SQLite itself');
+      openError(path);
+      expect(await readdir(dir)).toEqual(['runs.db']);
     });
   });
 

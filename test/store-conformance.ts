@@ -18,6 +18,7 @@ import {
   type RunStore,
   STATUS_EVENT,
   STATUS_TIMESTAMP,
+  TAGS,
   TERMINAL_STATUSES,
 } from '../src/core/types.js';
 
@@ -241,6 +242,8 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
               expect(after?.status).toBe(to);
               const events = await store.getEvents('run-1');
               expect(events.at(-1)!.type).toBe(STATUS_EVENT[to as Exclude<RunStatus, 'NOT_STARTED'>]);
+              // The default message is shared by every store.
+              expect(events.at(-1)!.message).toBe(`Run moved to ${to}.`);
             });
           } else {
             it(`${from} → ${to} is refused: throws with \`from: [${from}]\`, ${to === 'NOT_STARTED' ? 'throws' : 'resolves undefined'} without`, async () => {
@@ -619,6 +622,158 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
           after = page.at(-1)!.runId;
         }
         expect(seen).toEqual(sorted);
+      });
+    });
+
+    describe('a maximum-runtime stop is final once written', () => {
+      const maxRuntime = { [TAGS.cancelReason]: 'MAX_RUNTIME_EXCEEDED' };
+
+      /** A STARTED run the monitor has moved to CANCELING for maximum runtime, as the run actor writes it. */
+      async function stoppedForMaxRuntime(runId: string): Promise<RunRecord> {
+        await runIn('STARTED', runId);
+        const run = await store.transition(runId, { to: 'CANCELING', from: ['STARTED'], tags: maxRuntime });
+        if (!run) throw new Error('setup: the CANCELING write did not apply');
+        return run;
+      }
+
+      it('refuses SUCCESS and CANCELED from it, with or without `from`, and writes nothing', async () => {
+        await stoppedForMaxRuntime('run-1');
+        const before = await snapshot('run-1');
+        clock.set(100_000);
+        for (const to of ['SUCCESS', 'CANCELED'] as const) {
+          expect(await store.transition('run-1', { to, tags: { late: 'x' } })).toBeUndefined();
+          expect(await store.transition('run-1', { to, from: ['CANCELING'] })).toBeUndefined();
+        }
+        expect(
+          await store.transition('run-1', { to: 'SUCCESS', from: ['STARTED', 'CANCELING'] }),
+        ).toBeUndefined();
+        expect(await snapshot('run-1')).toEqual(before);
+      });
+
+      it('lets it end FAILURE, whoever writes', async () => {
+        await stoppedForMaxRuntime('run-1');
+        const monitor = await store.transition('run-1', {
+          to: 'FAILURE',
+          from: ['CANCELING'],
+          tags: { [TAGS.failureReason]: 'MAX_RUNTIME_EXCEEDED' },
+        });
+        expect(monitor).toMatchObject({
+          status: 'FAILURE',
+          tags: { ...maxRuntime, [TAGS.failureReason]: 'MAX_RUNTIME_EXCEEDED' },
+        });
+        await stoppedForMaxRuntime('run-2');
+        expect(await store.transition('run-2', { to: 'FAILURE' })).toMatchObject({ status: 'FAILURE' });
+      });
+
+      it('a SUCCESS that lands before the CANCELING write wins: the CANCELING write does not apply', async () => {
+        await runIn('STARTED', 'run-1');
+        expect(await store.transition('run-1', { to: 'SUCCESS' })).toMatchObject({ status: 'SUCCESS' });
+        expect(
+          await store.transition('run-1', { to: 'CANCELING', from: ['STARTED'], tags: maxRuntime }),
+        ).toBeUndefined();
+        expect(await store.getRun('run-1')).toMatchObject({ status: 'SUCCESS', tags: {} });
+      });
+
+      it.each([
+        ['USER_REQUEST', { [TAGS.cancelReason]: 'USER_REQUEST' }],
+        ['no reason', {}],
+      ])('a cancel with %s may still end SUCCESS or CANCELED', async (_label, tags) => {
+        for (const to of ['SUCCESS', 'CANCELED'] as const) {
+          const runId = `run-${to}`;
+          await runIn('STARTED', runId);
+          await store.transition(runId, { to: 'CANCELING', from: ['STARTED'], tags });
+          expect(await store.transition(runId, { to, from: ['CANCELING'] })).toMatchObject({ status: to });
+        }
+      });
+
+      it('the same reason on a run that is not CANCELING restricts nothing', async () => {
+        await store.createRun({ runId: 'run-1', tags: maxRuntime });
+        await store.transition('run-1', { to: 'STARTING' });
+        await store.transition('run-1', { to: 'STARTED' });
+        expect(await store.transition('run-1', { to: 'SUCCESS' })).toMatchObject({ status: 'SUCCESS' });
+      });
+    });
+
+    describe('input every store refuses the same way', () => {
+      it.each([
+        ['a string', '5'],
+        ['NaN', Number.NaN],
+        ['Infinity', Number.POSITIVE_INFINITY],
+        ['null', null],
+      ])('an `at` that is %s, naming it, and writes nothing', async (_label, at) => {
+        const invalid = { code: 'INVALID_TIMESTAMP', message: expect.stringContaining('`at`') };
+        await expect(store.createRun({ runId: 'bad', at: at as never })).rejects.toMatchObject(invalid);
+        expect(await store.getRun('bad')).toBeUndefined();
+        await store.createRun({ runId: 'run-1' });
+        const before = await snapshot('run-1');
+        await expect(store.transition('run-1', { to: 'QUEUED', at: at as never })).rejects.toMatchObject(
+          invalid,
+        );
+        await expect(
+          store.appendEvent('run-1', { type: 'ENGINE_EVENT', message: 'x', at: at as never }),
+        ).rejects.toMatchObject(invalid);
+        expect(await snapshot('run-1')).toEqual(before);
+      });
+
+      it('an engine event that is not an object, or whose message is not a string', async () => {
+        await store.createRun({ runId: 'run-1' });
+        for (const event of [null, 'hello', { type: 'ENGINE_EVENT' }, { type: 'ENGINE_EVENT', message: 5 }]) {
+          await expect(store.appendEvent('run-1', event as never)).rejects.toMatchObject({
+            code: 'INVALID_EVENT',
+          });
+        }
+        expect(await store.getEvents('run-1')).toEqual([]);
+      });
+
+      it('event data that JSON cannot hold, naming the problem, and writes nothing', async () => {
+        await store.createRun({ runId: 'run-1' });
+        const circular: Record<string, unknown> = {};
+        circular.self = circular;
+        for (const data of [circular, 10n, () => 1, Symbol('s')]) {
+          const error = await store
+            .appendEvent('run-1', { type: 'ENGINE_EVENT', message: 'x', data })
+            .catch((e: unknown) => e);
+          expect(error).toMatchObject({
+            code: 'INVALID_EVENT',
+            message: expect.stringContaining('JSON-serialisable'),
+          });
+        }
+        expect(await store.getEvents('run-1')).toEqual([]);
+        expect(await store.latestSeq()).toBe(0);
+      });
+
+      it('event data comes back as JSON would carry it, from every store', async () => {
+        await store.createRun({ runId: 'run-1' });
+        const data = { when: new Date(0), gone: undefined, skipped: () => 1, list: [undefined, 1] };
+        const appended = await store.appendEvent('run-1', { type: 'ENGINE_EVENT', message: 'x', data });
+        const expected = { when: '1970-01-01T00:00:00.000Z', list: [null, 1] };
+        expect(appended.data).toStrictEqual(expected);
+        expect((await store.getEvents('run-1'))[0]!.data).toStrictEqual(expected);
+        expect((await store.readEventsAfter(0, 1))[0]!.data).toStrictEqual(expected);
+        const nullData = await store.appendEvent('run-1', { type: 'ENGINE_EVENT', message: 'y', data: null });
+        expect(nullData.data).toBeNull();
+      });
+
+      it('a listener that is not a function', () => {
+        expect(() => store.subscribe('listener' as never)).toThrow(
+          expect.objectContaining({ code: 'INVALID_LISTENER' }),
+        );
+      });
+
+      it('reads a fractional limit as rounded up, and a negative or NaN one as none', async () => {
+        await store.createRun({ runId: 'a' });
+        await store.createRun({ runId: 'b' });
+        await store.createRun({ runId: 'c' });
+        for (const message of ['1', '2', '3'])
+          await store.appendEvent('a', { type: 'ENGINE_EVENT', message });
+        expect(await store.listRuns({ limit: 1.5 })).toHaveLength(2);
+        expect(await store.listRuns({ limit: -1 })).toEqual([]);
+        expect(await store.listRuns({ limit: Number.NaN })).toEqual([]);
+        expect(await store.listRuns({ limit: Number.POSITIVE_INFINITY })).toHaveLength(3);
+        expect(await store.readEventsAfter(0, 1.5)).toHaveLength(2);
+        expect(await store.readEventsAfter(0, -1)).toEqual([]);
+        expect(await store.readEventsAfter(0, Number.NaN)).toEqual([]);
+        expect(await store.readEventsAfter(0, Number.POSITIVE_INFINITY)).toHaveLength(3);
       });
     });
 

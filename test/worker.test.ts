@@ -34,14 +34,16 @@ async function runIn(status: RunStatus, tags: Record<string, string> = {}) {
 function harness(store: MemoryRunStore, runId: string, extra: StartRunWorkerOptions = {}) {
   const signals = new EventEmitter();
   const exits: number[] = [];
+  const notices: string[] = [];
   const options: StartRunWorkerOptions = {
     store,
     env: { RUNWARDEN_RUN_ID: runId },
     signals,
     exit: (code) => exits.push(code),
+    notice: (message) => notices.push(message),
     ...extra,
   };
-  return { signals, exits, start: () => startRunWorker(options) };
+  return { signals, exits, notices, start: () => startRunWorker(options) };
 }
 
 const stepEvents = async (store: MemoryRunStore, runId: string) =>
@@ -228,7 +230,13 @@ describe('final reports', () => {
 });
 
 function harnessOptions(store: MemoryRunStore, runId: string): StartRunWorkerOptions {
-  return { store, env: { RUNWARDEN_RUN_ID: runId }, signals: new EventEmitter(), exit: () => {} };
+  return {
+    store,
+    env: { RUNWARDEN_RUN_ID: runId },
+    signals: new EventEmitter(),
+    exit: () => {},
+    notice: () => {},
+  };
 }
 
 describe('SIGTERM', () => {
@@ -288,5 +296,109 @@ describe('SIGTERM', () => {
     expect(h.signals.listenerCount('SIGTERM')).toBe(1);
     await run.succeed();
     expect(h.signals.listenerCount('SIGTERM')).toBe(0);
+  });
+});
+
+describe('a maximum-runtime stop is final once the monitor wrote it', () => {
+  const maxRuntime = { [TAGS.cancelReason]: 'MAX_RUNTIME_EXCEEDED' };
+
+  /** A started worker whose run the monitor then moves to CANCELING for max runtime, as the run actor does. */
+  async function outrun() {
+    const { store, runId } = await runIn('STARTING');
+    const h = harness(store, runId);
+    const run = await h.start();
+    const canceling = await store.transition(runId, { to: 'CANCELING', from: ['STARTED'], tags: maxRuntime });
+    expect(canceling).toBeDefined();
+    const eventsBefore = await store.getEvents(runId);
+    return { store, runId, h, run, eventsBefore };
+  }
+
+  it('succeed() reports nothing, resolves the CANCELING record, says why and exits 143 like on SIGTERM', async () => {
+    const { store, runId, h, run, eventsBefore } = await outrun();
+    const record = await run.succeed();
+    expect(record).toMatchObject({ status: 'CANCELING', tags: maxRuntime });
+    expect(await store.getEvents(runId)).toEqual(eventsBefore);
+    expect(h.exits).toEqual([143]);
+    expect(h.notices).toEqual([
+      `Run ${runId}: not reporting SUCCESS: the monitor is stopping this run for exceeding its maximum runtime (runwarden/cancel_reason=MAX_RUNTIME_EXCEEDED), and the run will end FAILURE. Exiting.`,
+    ]);
+    // Released: the monitor's SIGTERM that follows finds no handler, and exit is not called twice.
+    expect(h.signals.listenerCount('SIGTERM')).toBe(0);
+    h.signals.emit('SIGTERM');
+    expect(h.exits).toEqual([143]);
+    // The monitor's FAILURE still applies.
+    const failed = await store.transition(runId, {
+      to: 'FAILURE',
+      from: ['CANCELING'],
+      tags: { [TAGS.failureReason]: 'MAX_RUNTIME_EXCEEDED' },
+    });
+    expect(failed?.status).toBe('FAILURE');
+  });
+
+  it('fail() records the error but leaves the FAILURE, and its reason, to the monitor', async () => {
+    const { store, runId, h, run } = await outrun();
+    const record = await run.fail(new Error('late and broken'));
+    expect(record).toMatchObject({ status: 'CANCELING', tags: maxRuntime });
+    const events = await store.getEvents(runId);
+    expect(events.at(-1)).toMatchObject({
+      type: 'ENGINE_EVENT',
+      message: 'Run worker failed: late and broken',
+    });
+    expect(events.filter((e) => e.type === 'RUN_FAILURE')).toEqual([]);
+    expect(h.exits).toEqual([143]);
+    expect(h.notices).toHaveLength(1);
+    expect(h.notices[0]).toContain('not reporting FAILURE');
+  });
+
+  it('runWorker whose main returns after the stop: no throw, nothing reported, exit 143', async () => {
+    const { store, runId } = await runIn('STARTING');
+    const exits: number[] = [];
+    await runWorker(
+      async (run) => {
+        await store.transition(runId, { to: 'CANCELING', from: ['STARTED'], tags: maxRuntime });
+        return run.runId;
+      },
+      { ...harnessOptions(store, runId), exit: (code) => exits.push(code) },
+    );
+    expect(exits).toEqual([143]);
+    expect(await store.getRun(runId)).toMatchObject({ status: 'CANCELING' });
+    expect(await store.getEvents(runId, { types: ['RUN_SUCCESS', 'RUN_FAILURE'] })).toEqual([]);
+  });
+
+  it('a SUCCESS that lands before the CANCELING write wins', async () => {
+    const { store, runId } = await runIn('STARTING');
+    const h = harness(store, runId);
+    const run = await h.start();
+    expect(await run.succeed()).toMatchObject({ status: 'SUCCESS' });
+    expect(
+      await store.transition(runId, { to: 'CANCELING', from: ['STARTED'], tags: maxRuntime }),
+    ).toBeUndefined();
+    expect(await store.getRun(runId)).toMatchObject({ status: 'SUCCESS' });
+    expect(h.exits).toEqual([]);
+    expect(h.notices).toEqual([]);
+  });
+
+  it.each([
+    ['USER_REQUEST', { [TAGS.cancelReason]: 'USER_REQUEST' }],
+    ['no reason', {}],
+  ])('after a user cancel (%s), succeed() and fail() still report', async (_label, tags) => {
+    for (const finish of ['succeed', 'fail'] as const) {
+      const { store, runId } = await runIn('STARTING');
+      const h = harness(store, runId);
+      const run = await h.start();
+      await store.transition(runId, { to: 'CANCELING', from: ['STARTED'], tags });
+      const record = finish === 'succeed' ? await run.succeed() : await run.fail(new Error('x'));
+      expect(record?.status).toBe(finish === 'succeed' ? 'SUCCESS' : 'FAILURE');
+      expect(h.exits).toEqual([]);
+      expect(h.notices).toEqual([]);
+    }
+  });
+
+  it('a worker that starts after the stop refuses to run', async () => {
+    const { store, runId } = await runIn('CANCELING', maxRuntime);
+    const h = harness(store, runId);
+    await expect(h.start()).rejects.toThrow(/being stopped by the monitor \(MAX_RUNTIME_EXCEEDED\)/);
+    expect(h.exits).toEqual([]);
+    expect((await store.getRun(runId))?.status).toBe('CANCELING');
   });
 });

@@ -8,13 +8,16 @@
 // Steps are recorded in the run's event log, so a worker the monitor started again after a crash (a resume)
 // skips the steps that already finished. A cancel reaches the worker as SIGTERM: the current step sees
 // `run.signal` abort, finishes its cleanup, and the worker reports CANCELED — unless the monitor owns the
-// outcome (max runtime exceeded, start timeout), in which case the worker just exits.
+// outcome (max runtime exceeded, start timeout), in which case the worker just exits. A maximum-runtime stop
+// is final once the monitor has written it: a succeed() or fail() that comes later reports nothing and exits
+// the same way.
 //
 // This module imports no XState and no monitor code: a worker loads only the store it writes to.
 import { errorText } from '../../machines/messages.js';
 import { RunNotFoundError, RunwardenError } from '../core/errors.js';
+import { isMaxRuntimeStop } from '../stores/contract.js';
 import { openStore, STORE_ENV } from '../stores/store-url.js';
-import { isTerminal, type RunRecord, type RunStore, TAGS } from '../core/types.js';
+import { isTerminal, type RunRecord, type RunStatus, type RunStore, TAGS } from '../core/types.js';
 
 /** Environment variables a launcher gives a run worker (ProcessRunLauncher sets all three). */
 export const RUN_WORKER_ENV = {
@@ -82,6 +85,11 @@ export interface StartRunWorkerOptions {
   /** Where SIGTERM is listened for. Default: process (tests pass an EventEmitter and emit 'SIGTERM'). */
   signals?: SignalSource;
   heartbeat?: WorkerHeartbeat;
+  /**
+   * Told, in one line, when the worker decides something on its own that the caller did not ask for (a final
+   * report left to the monitor's maximum-runtime stop). Default: a line on stderr, i.e. the worker's log.
+   */
+  notice?: (message: string) => void;
 }
 
 /** The part of `process` the worker listens on for SIGTERM. */
@@ -126,10 +134,12 @@ export class RunWorker {
   private readonly heartbeat: WorkerHeartbeat;
   private readonly exit: (code: number) => void;
   private readonly signals: SignalSource;
+  private readonly notice: (message: string) => void;
   private handlingSignals = false;
   private finished = false;
   private canceled = false;
   private released = false;
+  private exited = false;
   private termination: Promise<void> | undefined;
 
   /** @internal Use startRunWorker(). */
@@ -142,6 +152,7 @@ export class RunWorker {
       heartbeat: WorkerHeartbeat;
       exit: (code: number) => void;
       signals: SignalSource;
+      notice: (message: string) => void;
     },
   ) {
     this.runId = options.runId;
@@ -150,6 +161,7 @@ export class RunWorker {
     this.heartbeat = options.heartbeat;
     this.exit = options.exit;
     this.signals = options.signals;
+    this.notice = options.notice;
   }
 
   /** True once this worker was resumed by the monitor after an earlier worker of the run died. */
@@ -202,36 +214,39 @@ export class RunWorker {
     await this.store.appendEvent(this.runId, { type: 'ENGINE_EVENT', message, data });
   }
 
-  /** Reports SUCCESS, then releases the store. If the run is being canceled, waits for that instead. */
+  /**
+   * Reports SUCCESS, then releases the store. If the run is being canceled, waits for that instead. If the
+   * monitor is stopping the run for exceeding its maximum runtime, reports nothing: that stop is final, the
+   * run will end FAILURE. It then resolves the stored (CANCELING) record and exits as on the monitor's SIGTERM.
+   */
   async succeed(message = 'Run succeeded.'): Promise<RunRecord | undefined> {
     if (this.termination) return this.waitForTermination();
     this.assertRunning();
     this.finished = true;
-    try {
-      const run = await this.store.transition(this.runId, { to: 'SUCCESS', message });
-      return run ?? (await this.store.getRun(this.runId));
-    } finally {
-      await this.release();
-    }
+    return this.report('SUCCESS', message);
   }
 
-  /** Reports FAILURE with the error's message, then releases the store. If the run is being canceled, waits for that instead. */
+  /**
+   * Reports FAILURE with the error's message, then releases the store. If the run is being canceled, waits for
+   * that instead; if the monitor is stopping it for maximum runtime, leaves the FAILURE to the monitor (see
+   * succeed()), after recording the error as an ENGINE_EVENT.
+   */
   async fail(error: unknown): Promise<RunRecord | undefined> {
     if (this.termination) return this.waitForTermination();
     this.assertRunning();
     this.finished = true;
+    const text = errorText(error);
     try {
-      const text = errorText(error);
       await this.store.appendEvent(this.runId, {
         type: 'ENGINE_EVENT',
         message: `Run worker failed: ${text}`,
         data: { error: text, stack: error instanceof Error ? error.stack : undefined, attempt: this.attempt },
       });
-      const run = await this.store.transition(this.runId, { to: 'FAILURE', message: `Run failed: ${text}` });
-      return run ?? (await this.store.getRun(this.runId));
-    } finally {
+    } catch (appendError) {
       await this.release();
+      throw appendError;
     }
+    return this.report('FAILURE', `Run failed: ${text}`);
   }
 
   /** Releases the store and the signal handler without reporting anything (the monitor will see the worker gone). */
@@ -266,7 +281,7 @@ export class RunWorker {
       });
     }
     if (run.status === 'CANCELING') {
-      if (ownedByMonitor(run)) {
+      if (isMaxRuntimeStop(run)) {
         throw new RunwardenError(
           'RUN_NOT_RUNNABLE',
           `Run ${this.runId} is being stopped by the monitor (${run.tags[TAGS.cancelReason] ?? 'CANCELING'}); this worker has nothing to do.`,
@@ -349,11 +364,11 @@ export class RunWorker {
     } catch {
       run = undefined;
     }
-    if (this.finished || !run || run.status !== 'CANCELING' || ownedByMonitor(run)) {
+    if (this.finished || !run || run.status !== 'CANCELING' || isMaxRuntimeStop(run)) {
       // Max runtime, start timeout, a host shutting down: the monitor decides what the run becomes.
       this.finished = true;
       await this.release().catch(() => {});
-      this.exit(EXIT_TERMINATED);
+      this.exitOnce(EXIT_TERMINATED);
       return;
     }
     await this.cancelRun();
@@ -365,16 +380,58 @@ export class RunWorker {
     // Let every running step see the signal and clean up.
     await Promise.allSettled([...this.inFlight]);
     this.finished = true;
+    let run: RunRecord | undefined;
     try {
-      await this.store.transition(this.runId, {
-        to: 'CANCELED',
-        from: ['CANCELING'],
-        message: `Run canceled: its worker (pid ${process.pid}) stopped after the cancel request.`,
-      });
+      const message = `Run canceled: its worker (pid ${process.pid}) stopped after the cancel request.`;
+      run = await this.writeFinal('CANCELED', ['CANCELING'], message);
     } finally {
       await this.release().catch(() => {});
-      this.exit(0);
+      if (run && isMaxRuntimeStop(run)) this.leftToMonitor(run, 'CANCELED');
+      else this.exitOnce(0);
     }
+  }
+
+  /**
+   * The final report of succeed() and fail(): compare-and-set from STARTED, and from CANCELING only after a
+   * user cancel, so that a maximum-runtime stop the monitor wrote first is never overtaken (not even by a
+   * FAILURE, which would lose its reason). Releases the store whatever happens.
+   */
+  private async report(to: 'SUCCESS' | 'FAILURE', message: string): Promise<RunRecord | undefined> {
+    let run: RunRecord | undefined;
+    try {
+      run = await this.writeFinal(to, ['STARTING', 'STARTED'], message);
+      if (run?.status === 'CANCELING' && !isMaxRuntimeStop(run)) {
+        run = await this.writeFinal(to, ['CANCELING'], message);
+      }
+    } finally {
+      await this.release();
+    }
+    if (run && isMaxRuntimeStop(run)) this.leftToMonitor(run, to);
+    return run;
+  }
+
+  /** Writes `to` if the run is in `from`; resolves the record as it now stands either way. */
+  private async writeFinal(
+    to: RunStatus,
+    from: RunStatus[],
+    message: string,
+  ): Promise<RunRecord | undefined> {
+    const written = await this.store.transition(this.runId, { to, from, message });
+    return written ?? (await this.store.getRun(this.runId));
+  }
+
+  /** A report refused by a maximum-runtime stop: say so once, then exit as on the monitor's SIGTERM. */
+  private leftToMonitor(run: RunRecord, wanted: RunStatus): void {
+    this.notice(
+      `Run ${this.runId}: not reporting ${wanted}: the monitor is stopping this run for exceeding its maximum runtime (${TAGS.cancelReason}=${run.tags[TAGS.cancelReason]}), and the run will end FAILURE. Exiting.`,
+    );
+    this.exitOnce(EXIT_TERMINATED);
+  }
+
+  private exitOnce(code: number): void {
+    if (this.exited) return;
+    this.exited = true;
+    this.exit(code);
   }
 
   private async waitForTermination(): Promise<RunRecord | undefined> {
@@ -447,6 +504,7 @@ export async function startRunWorker(options: StartRunWorkerOptions = {}): Promi
     heartbeat: options.heartbeat ?? noHeartbeat,
     exit: options.exit ?? ((code) => process.exit(code)),
     signals: options.signals ?? process,
+    notice: options.notice ?? ((message) => process.stderr.write(`${message}\n`)),
   });
   try {
     await worker.begin(options.handleSignals !== false);
@@ -474,11 +532,6 @@ export async function runWorker(
     return;
   }
   await run.succeed();
-}
-
-/** The monitor answers for a CANCELING run it moved there itself (max runtime): the worker must not report CANCELED. */
-function ownedByMonitor(run: RunRecord): boolean {
-  return run.tags[TAGS.cancelReason] === 'MAX_RUNTIME_EXCEEDED';
 }
 
 function parseAttempt(text: string | undefined): number {

@@ -1,17 +1,20 @@
-import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
+import { DuplicateRunError, RunNotFoundError, RunwardenError } from '../../core/errors.js';
 import {
-  DuplicateRunError,
-  InvalidTransitionError,
-  RunNotFoundError,
-  RunwardenError,
-} from '../../core/errors.js';
-import { assertEngineEvent, copyTags, mergeTags, validateRunId } from '../store-input.js';
+  type ListenerErrorHandler,
+  Listeners,
+  pageSize,
+  planCreate,
+  planEngineEvent,
+  planSetTags,
+  planTransition,
+  type PlannedEvent,
+  storeClosedError,
+  toRunEvent,
+} from '../contract.js';
 import {
-  ALLOWED_MOVES,
   type CreateRunInput,
   type EngineEventInput,
-  isTerminal,
   type ListRunsFilter,
   RUN_STATUSES,
   type RunEvent,
@@ -19,10 +22,9 @@ import {
   type RunRecord,
   type RunStatus,
   type RunStore,
-  STATUS_EVENT,
-  STATUS_TIMESTAMP,
   type TransitionChange,
 } from '../../core/types.js';
+import { openFailure } from './open-error.js';
 
 export interface SqliteRunStoreOptions {
   /** The database file. Every process that shares runs (monitor, run workers) opens the same path. */
@@ -35,7 +37,7 @@ export interface SqliteRunStoreOptions {
    */
   busyTimeoutMs?: number;
   /** Called when a subscriber throws; the write has already committed, so it is not failed. Default: drop. */
-  onListenerError?: (error: unknown, event: RunEvent) => void;
+  onListenerError?: ListenerErrorHandler;
 }
 
 /** Thrown when another connection held the write lock for longer than the busy timeout. */
@@ -53,12 +55,33 @@ export class StoreBusyError extends RunwardenError {
   }
 }
 
+/**
+ * The part of a better-sqlite3 `Database` that migrations use; a better-sqlite3 Database is one. Declared
+ * here so that Runwarden's published types need no better-sqlite3 types (a consumer may not have them).
+ */
+export interface SqliteConnection {
+  readonly name: string;
+  exec(sql: string): unknown;
+  prepare(sql: string): SqliteStatement;
+  transaction<T>(fn: () => T): { immediate(): T };
+}
+
+interface SqliteStatement {
+  run(...params: unknown[]): unknown;
+  get(...params: unknown[]): unknown;
+  all(...params: unknown[]): unknown[];
+}
+
 /** One step of the schema history. Steps are applied in order, each in its own transaction, and never edited once released. */
 export interface SqliteMigration {
   version: number;
   description: string;
-  up: string | ((db: Database.Database) => void);
+  up: string | MigrationFunction;
 }
+
+// Method syntax makes the parameter bivariant, so a step written against better-sqlite3's own Database type
+// (`(db: Database.Database) => …`) still fits.
+type MigrationFunction = { step(db: SqliteConnection): void }['step'];
 
 export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = Object.freeze([
   {
@@ -103,7 +126,7 @@ export const SQLITE_SCHEMA_VERSION: number = SQLITE_MIGRATIONS.at(-1)!.version;
  * newer than this code knows (an older build must not write into a schema it does not understand).
  */
 export function migrateSqlite(
-  db: Database.Database,
+  db: SqliteConnection,
   options: { path?: string; migrations?: readonly SqliteMigration[] } = {},
 ): number {
   const path = options.path ?? db.name;
@@ -155,7 +178,7 @@ export function migrateSqlite(
   return latest;
 }
 
-function readSchemaVersion(db: Database.Database): number {
+function readSchemaVersion(db: SqliteConnection): number {
   const table = db
     .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
     .get();
@@ -189,22 +212,21 @@ interface EventRow {
   data: string | null;
 }
 
-type TimestampField = 'queuedAt' | 'launchedAt' | 'startedAt' | 'cancelingAt' | 'endedAt';
-
 const EVENT_COLUMNS = 'seq, run_id, at, type, message, data';
 
 /**
  * A RunStore in one SQLite file (better-sqlite3), shared by the monitor and any number of run-worker processes.
  * WAL mode lets readers run while one writer writes; every write is a short BEGIN IMMEDIATE transaction, so
- * writers from different processes queue on the busy timeout instead of failing halfway. See docs/storage.md.
+ * writers from different processes queue on the busy timeout instead of failing halfway. The rules are the
+ * shared ones in ../contract.ts; this class only stores. See docs/storage.md.
  */
 export class SqliteRunStore implements RunStore {
   readonly path: string;
   readonly busyTimeoutMs: number;
+  // Private, so the published declarations do not mention better-sqlite3's types.
   private readonly db: Database.Database;
   private readonly clock: { now(): number };
-  private readonly onListenerError: ((error: unknown, event: RunEvent) => void) | undefined;
-  private readonly listeners = new Set<(event: RunEvent) => void>();
+  private readonly listeners: Listeners;
   private readonly sql: ReturnType<typeof prepareStatements>;
 
   static open(path: string, options: Omit<SqliteRunStoreOptions, 'path'> = {}): SqliteRunStore {
@@ -215,56 +237,36 @@ export class SqliteRunStore implements RunStore {
     this.path = options.path;
     this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
     this.clock = options.clock ?? Date;
-    this.onListenerError = options.onListenerError;
+    this.listeners = new Listeners(options.onListenerError);
     try {
       // `timeout` is SQLite's busy_timeout; it is in force before the first statement, including the pragmas.
       this.db = new Database(this.path, { timeout: this.busyTimeoutMs });
     } catch (error) {
-      throw new RunwardenError(
-        'STORE_OPEN_FAILED',
-        `Could not open the SQLite run store ${this.path}: ${(error as Error).message}`,
-        {
-          cause: error,
-        },
-      );
+      throw openFailure(this.path, error);
     }
     try {
-      const mode = this.db.pragma('journal_mode = WAL', { simple: true });
-      // An in-memory database reports "memory"; anything else means readers would block writers.
-      if (mode !== 'wal' && !this.db.memory) {
-        throw new RunwardenError(
-          'STORE_OPEN_FAILED',
-          `Could not switch the SQLite run store ${this.path} to WAL mode (it is in ${String(mode)} mode).`,
-        );
-      }
-      // NORMAL in WAL mode: a crash of the process loses nothing; a power loss may lose the last commits.
-      this.db.pragma('synchronous = NORMAL');
-      this.db.pragma('foreign_keys = ON');
+      configure(this.db);
       migrateSqlite(this.db, { path: this.path });
       this.sql = prepareStatements(this.db);
     } catch (error) {
       this.db.close();
       if (error instanceof RunwardenError) throw error;
       if (isBusy(error)) throw this.translate(error);
-      // E.g. "file is not a database": say which file.
-      throw new RunwardenError(
-        'STORE_OPEN_FAILED',
-        `Could not open the SQLite run store ${this.path}: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw openFailure(this.path, error);
     }
   }
 
   async createRun(run: CreateRunInput): Promise<RunRecord> {
     return this.guard(() => {
-      // Only a missing id is generated: null or '' are caller bugs, not requests for a fresh id.
-      const runId = run.runId === undefined ? randomUUID() : run.runId;
-      validateRunId(runId);
-      const tags = copyTags(run.tags === undefined ? {} : run.tags);
-      const at = run.at ?? this.clock.now();
+      const record = planCreate(run, this.clock.now());
       return this.write(() => {
-        const row = this.sql.insertRun.get(runId, JSON.stringify(tags), at, at) as RunRow | undefined;
-        if (!row) throw new DuplicateRunError(runId);
+        const row = this.sql.insertRun.get(
+          record.runId,
+          JSON.stringify(record.tags),
+          record.createdAt,
+          record.updatedAt,
+        ) as RunRow | undefined;
+        if (!row) throw new DuplicateRunError(record.runId);
         return { result: toRecord(row), events: [] };
       });
     });
@@ -280,12 +282,11 @@ export class SqliteRunStore implements RunStore {
   async listRuns(filter: ListRunsFilter = {}): Promise<RunRecord[]> {
     return this.guard(() => {
       const { statuses, limit, afterRunId } = filter;
-      if (statuses?.length === 0) return [];
-      if (limit !== undefined && !(limit > 0)) return [];
-      // SQLite reads LIMIT -1 as "no limit"; a fractional limit rounds up like the memory store's count.
-      const max = limit === undefined || limit === Number.POSITIVE_INFINITY ? -1 : Math.ceil(limit);
+      const size = pageSize(limit);
+      if (statuses?.length === 0 || size === 0) return [];
       // Every run id is non-empty, so '' lists from the start and keeps the query a plain range on the key.
       const after = afterRunId ?? '';
+      const max = sqlLimit(size);
       const rows = (
         statuses
           ? this.sql.listRunsByStatus.all(JSON.stringify(statuses), after, max)
@@ -300,27 +301,9 @@ export class SqliteRunStore implements RunStore {
       this.write(() => {
         const row = this.sql.getRun.get(runId) as RunRow | undefined;
         if (!row) throw new RunNotFoundError(runId);
-        const { to } = change;
-        // Refusals are caller bugs and must surface whatever the run's current status is.
-        if (change.from) {
-          const bad = change.from.filter((s) => !isMove(s, to));
-          if (bad.length > 0) throw new InvalidTransitionError(runId, bad, to);
-        } else if (!RUN_STATUSES.some((s) => isMove(s, to))) {
-          throw new InvalidTransitionError(runId, row.status, to);
-        }
-        const tags = change.tags === undefined ? undefined : copyTags(change.tags);
-        const applies = change.from ? change.from.includes(row.status) : isMove(row.status, to);
-        // isMove already refuses terminal statuses; the explicit check keeps that guarantee obvious.
-        if (!applies || isTerminal(row.status)) return { result: undefined, events: [] };
-
-        const at = change.at ?? this.clock.now();
-        const record = toRecord(row);
-        record.status = to;
-        record.updatedAt = at;
-        const field = STATUS_TIMESTAMP[to] as TimestampField | undefined;
-        // Max runtime counts from the first start, across resumes.
-        if (field && !(field === 'startedAt' && record.startedAt !== undefined)) record[field] = at;
-        if (tags) mergeTags(record.tags, tags);
+        const plan = planTransition(toRecord(row), change, this.clock.now());
+        if (!plan) return { result: undefined, events: [] };
+        const { record } = plan;
         this.sql.updateRun.run(
           record.status,
           JSON.stringify(record.tags),
@@ -332,27 +315,17 @@ export class SqliteRunStore implements RunStore {
           record.endedAt ?? null,
           runId,
         );
-        const type = STATUS_EVENT[to as Exclude<RunStatus, 'NOT_STARTED'>];
-        const event = this.sql.insertEvent.get(
-          runId,
-          at,
-          type,
-          change.message ?? `Run moved to ${to}.`,
-          null,
-        ) as EventRow;
-        return { result: record, events: [event] };
+        return { result: record, events: [this.insertEvent(runId, plan.event)] };
       }),
     );
   }
 
   async appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent> {
     return this.guard(() => {
-      assertEngineEvent(event);
-      const data = serializeData(event.data);
-      const at = event.at ?? this.clock.now();
+      const planned = planEngineEvent(event, this.clock.now());
       return this.write(() => {
         if (!this.sql.runExists.get(runId)) throw new RunNotFoundError(runId);
-        const row = this.sql.insertEvent.get(runId, at, 'ENGINE_EVENT', event.message, data) as EventRow;
+        const row = this.insertEvent(runId, planned);
         return { result: toEvent(row), events: [row] };
       });
     });
@@ -390,9 +363,7 @@ export class SqliteRunStore implements RunStore {
       this.write(() => {
         const row = this.sql.getRun.get(runId) as RunRow | undefined;
         if (!row) throw new RunNotFoundError(runId);
-        const record = toRecord(row);
-        mergeTags(record.tags, copyTags(tags));
-        record.updatedAt = this.clock.now();
+        const record = planSetTags(toRecord(row), tags, this.clock.now());
         this.sql.updateTags.run(JSON.stringify(record.tags), record.updatedAt, runId);
         return { result: record, events: [] };
       }),
@@ -400,19 +371,14 @@ export class SqliteRunStore implements RunStore {
   }
 
   subscribe(listener: (event: RunEvent) => void): () => void {
-    // Wrapped so the same function subscribed twice gets two independent subscriptions.
-    const entry = (event: RunEvent) => listener(event);
-    this.listeners.add(entry);
-    return () => {
-      this.listeners.delete(entry);
-    };
+    return this.listeners.add(listener);
   }
 
   async readEventsAfter(seq: number, limit: number): Promise<RunEvent[]> {
     return this.guard(() => {
-      if (!(limit > 0)) return [];
-      const max = limit === Number.POSITIVE_INFINITY ? -1 : Math.ceil(limit);
-      return (this.sql.eventsAfter.all(seq, max) as EventRow[]).map(toEvent);
+      const size = pageSize(limit);
+      if (size === 0) return [];
+      return (this.sql.eventsAfter.all(seq, sqlLimit(size)) as EventRow[]).map(toEvent);
     });
   }
 
@@ -439,34 +405,27 @@ export class SqliteRunStore implements RunStore {
     if (this.db.open) this.db.close();
   }
 
+  private insertEvent(runId: string, event: PlannedEvent): EventRow {
+    return this.sql.insertEvent.get(
+      runId,
+      event.at,
+      event.type,
+      event.message,
+      event.dataJson ?? null,
+    ) as EventRow;
+  }
+
   /** Runs `fn` in a BEGIN IMMEDIATE transaction, then tells subscribers about the events it committed. */
   private write<T>(fn: () => { result: T; events: EventRow[] }): T {
     // IMMEDIATE takes the write lock up front, so the busy timeout covers the whole wait: a deferred
     // transaction that read first could fail with SQLITE_BUSY_SNAPSHOT when it tried to write.
     const { result, events } = this.db.transaction(fn).immediate();
-    for (const row of events) this.notify(row);
+    for (const row of events) this.listeners.deliver(() => toEvent(row));
     return result;
   }
 
-  private notify(row: EventRow): void {
-    // Iterate a snapshot: a listener may unsubscribe (itself or others) while we deliver.
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(toEvent(row));
-      } catch (error) {
-        try {
-          this.onListenerError?.(error, toEvent(row));
-        } catch {
-          // The error hook failing is not the write's problem either.
-        }
-      }
-    }
-  }
-
   private guard<T>(fn: () => T): T {
-    if (!this.db.open) {
-      throw new RunwardenError('STORE_CLOSED', `The SQLite run store ${this.path} has been closed.`);
-    }
+    if (!this.db.open) throw storeClosedError(`SQLite run store ${this.path}`);
     try {
       return fn();
     } catch (error) {
@@ -477,6 +436,22 @@ export class SqliteRunStore implements RunStore {
   private translate(error: unknown): unknown {
     return isBusy(error) ? new StoreBusyError(this.path, this.busyTimeoutMs, { cause: error }) : error;
   }
+}
+
+function configure(db: Database.Database): void {
+  const mode = db.pragma('journal_mode = WAL', { simple: true });
+  // An in-memory database reports "memory"; anything else means readers would block writers.
+  if (mode !== 'wal' && !db.memory) {
+    throw new Error(`the file could not be switched to WAL mode (it is in ${String(mode)} mode)`);
+  }
+  // NORMAL in WAL mode: a crash of the process loses nothing; a power loss may lose the last commits.
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+}
+
+/** SQLite reads LIMIT -1 as "no limit". */
+function sqlLimit(size: number): number {
+  return size === Number.POSITIVE_INFINITY ? -1 : size;
 }
 
 function prepareStatements(db: Database.Database) {
@@ -542,46 +517,11 @@ function toRecord(row: RunRow): RunRecord {
 }
 
 function toEvent(row: EventRow): RunEvent {
-  const event: RunEvent = {
-    runId: row.run_id,
-    seq: row.seq,
-    at: row.at,
-    type: row.type,
-    message: row.message,
-  };
-  if (row.data !== null) event.data = JSON.parse(row.data);
-  return event;
-}
-
-function serializeData(data: unknown): string | null {
-  if (data === undefined) return null;
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(data);
-  } catch (error) {
-    throw new RunwardenError(
-      'INVALID_EVENT',
-      `ENGINE_EVENT data must be JSON-serialisable: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
-  }
-  if (text === undefined) {
-    throw new RunwardenError(
-      'INVALID_EVENT',
-      `ENGINE_EVENT data must be JSON-serialisable; got ${typeof data}.`,
-    );
-  }
-  return text;
+  const { run_id: runId, seq, at, type, message, data } = row;
+  return toRunEvent({ runId, seq, at, type, message, dataJson: data ?? undefined });
 }
 
 function parseTags(text: string): Record<string, string> {
   // JSON.parse defines keys as own data properties, so a "__proto__" tag stays an ordinary key.
   return JSON.parse(text) as Record<string, string>;
-}
-
-function isMove(from: RunStatus, to: RunStatus): boolean {
-  // Guard against strings that are not statuses at all (JS callers, bad casts).
-  return Object.hasOwn(ALLOWED_MOVES, from) && ALLOWED_MOVES[from].includes(to);
 }
