@@ -11,7 +11,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { appendFile, type FileHandle, mkdir, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, InvalidTagsError, LaunchError, RunwardenError } from '../../core/errors.js';
+import { STORE_ENV } from '../../stores/store-url.js';
 import {
   type HealthResult,
   isTerminal,
@@ -30,12 +32,18 @@ export const PROCESS_LAUNCHER_TAGS = {
   attempt: 'runwarden/attempt',
   /** Optional per-run command override: a JSON array of strings (argv, never a shell line). */
   command: 'runwarden/command',
+  /**
+   * `true`: the run's command runs under the Runwarden wrapper, which reports on the run for it; `false`: it
+   * does not, whatever the launcher's `wrap` option says. Written by the launcher whenever it wraps.
+   */
+  wrap: 'runwarden/wrap',
 } as const;
 
 export const PID_TAG = PROCESS_LAUNCHER_TAGS.pid;
 export const PID_START_TAG = PROCESS_LAUNCHER_TAGS.pidStart;
 export const ATTEMPT_TAG = PROCESS_LAUNCHER_TAGS.attempt;
 export const COMMAND_TAG = PROCESS_LAUNCHER_TAGS.command;
+export const WRAP_TAG = PROCESS_LAUNCHER_TAGS.wrap;
 
 /** Environment variables every run worker receives (besides `options.env` and `options.storeEnv`). */
 export const WORKER_ENV = {
@@ -62,6 +70,17 @@ export interface ProcessRunLauncherOptions {
   storeEnv?: Record<string, string>;
   /** Where the proc filesystem is mounted. Default `/proc`; tests point it elsewhere to simulate failures. */
   procRoot?: string;
+  /**
+   * Run each command under the Runwarden wrapper, which reports STARTED, SUCCESS, FAILURE and CANCELED for a
+   * program that does not report itself (docs/launchers.md). A run's `runwarden/wrap` tag overrides it.
+   * Default false.
+   */
+  wrap?: boolean;
+  /**
+   * The argv that starts the wrapper; the command follows it after `--`. Default: this Node
+   * (`process.execPath`) running the package's `dist/src/cli/wrap.js`.
+   */
+  wrapperCommand?: string[];
 }
 
 interface ExitInfo {
@@ -89,7 +108,8 @@ interface ProcStat {
   starttime: string;
 }
 
-type Identity = { pid: number; pidStart: string };
+/** `wrapped`: the worker is the wrapper, which forwards SIGTERM to its command itself. */
+type Identity = { pid: number; pidStart: string; wrapped?: boolean };
 
 /** What /proc says about a recorded worker. */
 type Lookup =
@@ -128,6 +148,9 @@ export class ProcessRunLauncher implements RunLauncher {
     this.pollMs = Math.max(1, nonNegative('pollIntervalMs', options.pollIntervalMs, 50));
     this.procRoot = options.procRoot ?? '/proc';
     if (Array.isArray(options.command)) validateArgv(options.command, 'ProcessRunLauncher option "command"');
+    if (options.wrapperCommand !== undefined) {
+      validateArgv(options.wrapperCommand, 'ProcessRunLauncher option "wrapperCommand"');
+    }
     if (!options.logDir) throw new ConfigError('ProcessRunLauncher option "logDir" is required.');
     // Identity checks read /proc/<pid>/stat; without it every worker would look dead.
     if (options.procRoot === undefined && !existsSync('/proc/self/stat')) {
@@ -212,7 +235,18 @@ export class ProcessRunLauncher implements RunLauncher {
 
   private async spawnWorker(run: RunRecord, attempt: number, inFlight: StartInFlight): Promise<Identity> {
     const argv = this.argvFor(run);
-    const [file, ...args] = argv as [string, ...string[]];
+    const wrapped = this.wraps(run);
+    const env = {
+      ...process.env,
+      ...this.options.env,
+      ...this.options.storeEnv,
+      [WORKER_ENV.runId]: run.runId,
+      [WORKER_ENV.resumeAttempt]: String(attempt),
+    };
+    const [file, ...args] = (wrapped ? [...this.wrapperArgv(run, env), '--', ...argv] : argv) as [
+      string,
+      ...string[],
+    ];
     const path = this.logPath(run.runId);
     let log: FileHandle;
     try {
@@ -228,17 +262,11 @@ export class ProcessRunLauncher implements RunLauncher {
     try {
       // A header per worker makes attempts distinguishable in the (appended) log and in debugInfo.
       await log.write(
-        `[runwarden] ${new Date().toISOString()} starting run worker for run ${run.runId} (attempt ${attempt}): ${JSON.stringify(argv)}\n`,
+        `[runwarden] ${new Date().toISOString()} starting run worker for run ${run.runId} (attempt ${attempt}): ${JSON.stringify(argv)}${wrapped ? ' under the runwarden wrapper' : ''}\n`,
       );
       child = spawn(file, args, {
         cwd: this.options.cwd,
-        env: {
-          ...process.env,
-          ...this.options.env,
-          ...this.options.storeEnv,
-          [WORKER_ENV.runId]: run.runId,
-          [WORKER_ENV.resumeAttempt]: String(attempt),
-        },
+        env,
         // Own process group: terminate signals the worker and everything it started, nothing else.
         detached: true,
         stdio: ['ignore', log.fd, log.fd],
@@ -251,7 +279,7 @@ export class ProcessRunLauncher implements RunLauncher {
           try {
             const pidStart = this.readStartTimeSync(child.pid!);
             // Also before the loop turns: the 'exit' listener must be in place before the child can be reaped.
-            inFlight.worker = this.remember(run.runId, child, { pid: child.pid!, pidStart });
+            inFlight.worker = this.remember(run.runId, child, { pid: child.pid!, pidStart, wrapped });
             resolve(pidStart);
           } catch (err) {
             signalQuietly(-child.pid!, 'SIGKILL');
@@ -272,15 +300,21 @@ export class ProcessRunLauncher implements RunLauncher {
     }
     // The monitor may exit while workers run on.
     child.unref();
-    return { pid: child.pid!, pidStart };
+    return { pid: child.pid!, pidStart, wrapped };
   }
 
-  private async recordWorker(runId: string, { pid, pidStart }: Identity, attempt: number): Promise<void> {
+  private async recordWorker(
+    runId: string,
+    { pid, pidStart, wrapped }: Identity,
+    attempt: number,
+  ): Promise<void> {
     try {
       await this.store.setTags(runId, {
         [PID_TAG]: String(pid),
         [PID_START_TAG]: pidStart,
         [ATTEMPT_TAG]: String(attempt),
+        // Whoever terminates this worker later (another process, maybe configured otherwise) must know.
+        ...(wrapped ? { [WRAP_TAG]: 'true' } : {}),
       });
     } catch (err) {
       // A worker nobody can find would be reported NOT_FOUND and resumed next to itself: stop it.
@@ -414,6 +448,35 @@ export class ProcessRunLauncher implements RunLauncher {
     return this.workerHealth(fresh, current);
   }
 
+  /** Whether the run's command runs under the wrapper: its `runwarden/wrap` tag, else the `wrap` option. */
+  private wraps(run: RunRecord): boolean {
+    const tag = run.tags[WRAP_TAG];
+    if (tag === undefined) return this.options.wrap === true;
+    if (tag === 'true' || tag === 'false') return tag === 'true';
+    throw new InvalidTagsError(
+      `Run ${run.runId}: tag ${WRAP_TAG} must be true or false; got ${JSON.stringify(tag)}.`,
+    );
+  }
+
+  /** The argv that starts the wrapper; refuses what could only fail in the wrapper, out of sight. */
+  private wrapperArgv(run: RunRecord, env: Record<string, string | undefined>): string[] {
+    if (!env[STORE_ENV]) {
+      throw new LaunchError(
+        run.runId,
+        `Run ${run.runId} is wrapped, and the wrapper reports through the store named in ${STORE_ENV}, which its environment does not set: pass ProcessRunLauncher option storeEnv: { ${STORE_ENV}: 'sqlite:/path/to/runs.db' }.`,
+      );
+    }
+    if (this.options.wrapperCommand) return this.options.wrapperCommand;
+    const script = fileURLToPath(new URL('../../cli/wrap.js', import.meta.url));
+    if (!existsSync(script)) {
+      throw new LaunchError(
+        run.runId,
+        `Run ${run.runId} is wrapped, but the runwarden wrapper ${script} does not exist (running from sources that are not built?): build the package, or pass ProcessRunLauncher option wrapperCommand.`,
+      );
+    }
+    return [process.execPath, script];
+  }
+
   private argvFor(run: RunRecord): string[] {
     const override = run.tags[COMMAND_TAG];
     if (override !== undefined) {
@@ -512,7 +575,9 @@ export class ProcessRunLauncher implements RunLauncher {
     }
     if (found.kind === 'reused') return false;
     if (found.kind === 'alive') {
-      return signalQuietly(-identity.pid, signal) !== 'ESRCH';
+      // The wrapper forwards SIGTERM to its group itself: signalling the group too would give the command two.
+      const target = identity.wrapped && signal === 'SIGTERM' ? identity.pid : -identity.pid;
+      return signalQuietly(target, signal) !== 'ESRCH';
     }
     if ((await this.liveGroupMembers(identity.pid)) === 0) return false;
     return signalQuietly(-identity.pid, signal) !== 'ESRCH';
@@ -599,7 +664,7 @@ function readIdentity(run: RunRecord): Identity | string {
   if (pidStart === undefined || !/^\d+$/.test(pidStart)) {
     return `no valid worker start time recorded (tag ${PID_START_TAG} on run ${run.runId} is ${JSON.stringify(pidStart)}); pid ${pid} cannot be verified`;
   }
-  return { pid, pidStart };
+  return { pid, pidStart, wrapped: run.tags[WRAP_TAG] === 'true' };
 }
 
 /** Parses /proc/<pid>/stat. `comm` (field 2) may hold spaces and parentheses, so split after its last ')'. */
@@ -620,8 +685,8 @@ function sameIdentity(a: Identity, b: Identity): boolean {
   return a.pid === b.pid && a.pidStart === b.pidStart;
 }
 
-function identityOf({ pid, pidStart }: Identity): Identity {
-  return { pid, pidStart };
+function identityOf({ pid, pidStart, wrapped }: Identity): Identity {
+  return { pid, pidStart, wrapped };
 }
 
 /** A start in progress that has not spawned its worker yet: the tags name none, or the previous one. */
