@@ -3,7 +3,7 @@
 // what it needs. Errors are one line on stderr and a non-zero exit code: 1 for a failed operation, 2 for a
 // bad invocation (commander's own errors included) or configuration.
 import { readFileSync } from 'node:fs';
-import { Command, type CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, type CommanderError, InvalidArgumentError, Option } from 'commander';
 
 const program = new Command('runwarden')
   .description(
@@ -68,6 +68,7 @@ storeOptions(
       ).argParser(collectTag),
     )
     .option('--run-id <id>', 'the run id (default: a random UUID)')
+    .option('--wrap', 'run the command under a wrapper that reports on the run for it (any language)')
     .option('--json', 'print the launched run as JSON')
     .passThroughOptions(),
 ).action(async (command: string[], options) => {
@@ -113,6 +114,29 @@ storeOptions(
   const { cancelCommand } = await import('./commands.js');
   await cancelCommand(runId, options);
 });
+
+program
+  .command('report')
+  .description(
+    'report on the run this worker was started for (for workers in any language; exit 1 when the run does not allow it)',
+  )
+  .addArgument(
+    new Argument('<what>', 'what to report').choices([
+      'started',
+      'success',
+      'failure',
+      'canceled',
+      'heartbeat',
+      'progress',
+    ]),
+  )
+  .option('-m, --message <text>', 'the message recorded with the report')
+  .option('--run-id <id>', 'the run (default: $RUNWARDEN_RUN_ID, set by the launcher)')
+  .option('-s, --store <url>', 'the store (default: $RUNWARDEN_STORE, set by the launcher)')
+  .action(async (what, options) => {
+    const { reportCommand } = await import('./report.js');
+    await reportCommand(what, options);
+  });
 
 program
   .command('demo')

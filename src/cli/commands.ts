@@ -14,7 +14,7 @@ import {
 import { MAX_RUNTIME_TAG_EXPECTED, MAX_RUNTIME_TAGS, parseMaxRuntimeTag } from '../core/config.js';
 import { LaunchError, RunNotFoundError, RunwardenError } from '../core/errors.js';
 import type { RunMonitorOptions } from '../monitor/monitor.js';
-import { COMMAND_TAG, ProcessRunLauncher } from '../launchers/process/process-launcher.js';
+import { COMMAND_TAG, ProcessRunLauncher, WRAP_TAG } from '../launchers/process/process-launcher.js';
 import { SqliteRunStore } from '../stores/sqlite/sqlite-store.js';
 import { parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
 import { isTerminal, RUN_STATUSES, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
@@ -72,6 +72,7 @@ function makeLauncher(config: RunwardenFileConfig, store: SqliteRunStore): Proce
     terminateGraceMs: proc.terminateGraceMs,
     killWaitMs: proc.killWaitMs,
     storeEnv: { [STORE_ENV]: storeUrlOf(config) },
+    wrap: proc.wrap,
   });
 }
 
@@ -149,7 +150,7 @@ export async function monitorCommand(options: StoreOptions & { logLevel?: string
 
 export async function launchCommand(
   command: string[],
-  options: StoreOptions & { tag?: Record<string, string>; runId?: string; json?: boolean },
+  options: StoreOptions & { tag?: Record<string, string>; runId?: string; json?: boolean; wrap?: boolean },
 ): Promise<void> {
   checkMaxRuntimeTags(options.tag ?? {});
   const config = resolveConfig(options);
@@ -160,6 +161,8 @@ export async function launchCommand(
   }
   const tags: Record<string, string> = { ...options.tag };
   if (command.length > 0) tags[COMMAND_TAG] = JSON.stringify(command);
+  // A tag, not just this launcher's option: the monitor that resumes the run must wrap it too.
+  if (options.wrap) tags[WRAP_TAG] = 'true';
   const store = openForWriting(config);
   await closing(store, async () => {
     const launcher = makeLauncher(config, store);

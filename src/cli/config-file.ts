@@ -5,7 +5,7 @@
 //   storage:
 //     sqlite: { path: .runwarden/runs.db, busy_timeout_ms: 5000 }
 //   launcher:
-//     process: { command: [node, worker.js], log_dir: .runwarden/logs, terminate_grace_seconds: 10 }
+//     process: { command: [node, worker.js], log_dir: .runwarden/logs, terminate_grace_seconds: 10, wrap: false }
 //
 // The whole file is validated with zod before anything starts; every problem is reported with the file, the
 // key path and what was expected, on one line. Relative paths resolve against the file's directory.
@@ -40,6 +40,8 @@ export interface RunwardenFileConfig {
       logDirConfigured: boolean;
       terminateGraceMs: number | undefined;
       killWaitMs: number | undefined;
+      /** Run each command under the Runwarden wrapper, which reports on the run for it. */
+      wrap: boolean;
     };
   };
 }
@@ -109,6 +111,7 @@ const fileSchema = section({
       log_dir: path.optional(),
       terminate_grace_seconds: seconds.optional(),
       kill_wait_seconds: seconds.optional(),
+      wrap: leaf((e) => z.boolean({ error: e }), 'true or false').optional(),
     })
       .nullable()
       .optional(),
@@ -232,6 +235,7 @@ function parseConfigObject(data: unknown, file: string | undefined, baseDir: str
         terminateGraceMs:
           proc?.terminate_grace_seconds === undefined ? undefined : proc.terminate_grace_seconds * 1000,
         killWaitMs: proc?.kill_wait_seconds === undefined ? undefined : proc.kill_wait_seconds * 1000,
+        wrap: proc?.wrap ?? false,
       },
     },
   };
