@@ -12,7 +12,7 @@ import { isMaxRuntimeStop } from '../stores/contract.js';
 import { openStore, parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
 import { isTerminal, type RunRecord, type RunStatus, type RunStore, TAGS } from '../core/types.js';
 
-export const REPORT_KINDS = ['started', 'success', 'failure', 'canceled', 'heartbeat', 'progress'] as const;
+const REPORT_KINDS = ['started', 'success', 'failure', 'canceled', 'heartbeat', 'progress'] as const;
 export type ReportKind = (typeof REPORT_KINDS)[number];
 
 /** The environment a launcher gives its run workers (ProcessRunLauncher sets all three). */
@@ -33,7 +33,7 @@ export class ReportRefusedError extends RunwardenError {
 }
 
 /** A missing or malformed worker environment (no run id, no store): a configuration error, exit 2. */
-export class WorkerEnvError extends ConfigError {}
+class WorkerEnvError extends ConfigError {}
 
 export interface ReportOptions {
   message?: string;
@@ -107,7 +107,7 @@ export function openExistingStore(url: string, from: string): RunStore & { close
 }
 
 /** Writes one report; throws ReportRefusedError when the run's status does not allow it. */
-export async function report(
+async function report(
   store: RunStore,
   runId: string,
   kind: ReportKind,
@@ -210,7 +210,7 @@ function refusal(run: RunRecord, wanted: RunStatus): string {
   return `Run ${run.runId} is ${run.status}: a worker reports on a run that was launched (STARTING) or is running (STARTED); ${not}.`;
 }
 
-export function resumedMessage(attempt: number): string {
+function resumedMessage(attempt: number): string {
   return `Run worker resumed (attempt ${attempt})`;
 }
 
