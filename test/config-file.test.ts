@@ -55,6 +55,7 @@ launcher:
     log_dir: /var/log/runwarden
     terminate_grace_seconds: 2.5
     kill_wait_seconds: 1
+    wrap: true
 `,
       FILE,
     );
@@ -68,6 +69,7 @@ launcher:
       logDirConfigured: true,
       terminateGraceMs: 2500,
       killWaitMs: 1000,
+      wrap: true,
     });
   });
 
@@ -108,6 +110,7 @@ launcher:
     command: []
     env: { PORT: 8080 }
     surprise: true
+    wrap: 'yes'
 logging: debug
 `),
     ).toEqual([
@@ -121,10 +124,11 @@ logging: debug
         path: 'launcher.process.env.PORT',
         message: 'expected a mapping of variable names to string values (quote numbers), got 8080',
       },
+      { path: 'launcher.process.wrap', message: 'expected true or false, got the string "yes"' },
       {
         path: 'launcher.process.surprise',
         message:
-          'unknown key; known keys are command, cwd, env, log_dir, terminate_grace_seconds, kill_wait_seconds',
+          'unknown key; known keys are command, cwd, env, log_dir, terminate_grace_seconds, kill_wait_seconds, wrap',
       },
       { path: 'logging', message: 'unknown key; known keys are run_monitoring, storage, launcher' },
       {
