@@ -34,6 +34,7 @@ export {
   ProcessRunLauncher,
   type ProcessRunLauncherOptions,
   WORKER_ENV,
+  WRAP_TAG,
 } from './launchers/process/process-launcher.js';
 export {
   migrateSqlite,
