@@ -585,6 +585,29 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
         expect(await store.listRuns({ statuses: [] })).toEqual([]);
       });
 
+      it('filters by tags: every given tag, with exactly the given value', async () => {
+        await store.setTags('run-c', { 'team/x': 'a', 'runwarden/terminate_pending': 'true' });
+        await store.setTags('run-e', { 'team/x': 'b' });
+        await store.setTags('run-B', { 'team/x': 'a', 'runwarden/terminate_pending': 'false' });
+        const ids = async (filter: Parameters<RunStore['listRuns']>[0]) =>
+          (await store.listRuns(filter)).map((r) => r.runId);
+        expect(await ids({ tags: { 'team/x': 'a' } })).toEqual(['run-B', 'run-c']);
+        expect(await ids({ tags: { 'team/x': 'a', 'runwarden/terminate_pending': 'true' } })).toEqual([
+          'run-c',
+        ]);
+        expect(await ids({ tags: { 'team/x': 'a' }, statuses: ['SUCCESS'] })).toEqual(['run-B']);
+        expect(await ids({ tags: { 'team/x': 'a' }, afterRunId: 'run-B', limit: 1 })).toEqual(['run-c']);
+        expect(await ids({ tags: { 'team/x': '' } })).toEqual([]);
+        expect(await ids({ tags: { 'no/such': 'a' } })).toEqual([]);
+        // A key that looks like a JSON path is only a key.
+        await store.setTags('run-d', { 'a.b': '1', $: '2' });
+        expect(await ids({ tags: { 'a.b': '1', $: '2' } })).toEqual(['run-d']);
+        expect(await ids({ tags: {} })).toEqual(sorted);
+        await expect(store.listRuns({ tags: { 'team/x': 1 as unknown as string } })).rejects.toThrow(
+          InvalidTagsError,
+        );
+      });
+
       it('applies limit after the status filter', async () => {
         expect((await store.listRuns({ limit: 2 })).map((r) => r.runId)).toEqual(['run-B', 'run-a']);
         expect((await store.listRuns({ limit: 100 })).map((r) => r.runId)).toEqual(sorted);

@@ -262,6 +262,20 @@ export function toRunEvent(event: StoredEvent): RunEvent {
   return out;
 }
 
+/** The tags a listRuns filter asks for, checked like any tags; undefined when it asks for none. */
+export function wantedTags(tags: unknown): Record<string, string> | undefined {
+  if (tags === undefined) return undefined;
+  const wanted = copyTags(tags);
+  return Object.keys(wanted).length === 0 ? undefined : wanted;
+}
+
+/** Whether a run carries every wanted tag with exactly the wanted value. */
+export function hasTags(record: RunRecord, wanted: Record<string, string> | undefined): boolean {
+  if (!wanted) return true;
+  for (const key in wanted) if (record.tags[key] !== wanted[key]) return false;
+  return true;
+}
+
 /**
  * How many items a `limit` asks for: none for 0, a negative number or NaN; every one for undefined or
  * Infinity; a fraction rounds up.

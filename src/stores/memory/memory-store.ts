@@ -1,6 +1,7 @@
 import { DuplicateRunError, RunNotFoundError } from '../../core/errors.js';
 import {
   copyRecord,
+  hasTags,
   type ListenerErrorHandler,
   Listeners,
   pageSize,
@@ -11,6 +12,7 @@ import {
   type PlannedEvent,
   type StoredEvent,
   toRunEvent,
+  wantedTags,
 } from '../contract.js';
 import type {
   CreateRunInput,
@@ -72,13 +74,14 @@ export class MemoryRunStore implements RunStore {
   async listRuns(filter: ListRunsFilter = {}): Promise<RunRecord[]> {
     const { statuses, limit, afterRunId } = filter;
     const wanted = statuses && new Set(statuses);
+    const tags = wantedTags(filter.tags);
     const max = pageSize(limit);
     const out: RunRecord[] = [];
     // upperBound: runs strictly after afterRunId, whether or not that run exists.
     let i = afterRunId === undefined ? 0 : upperBound(this.sortedIds, afterRunId);
     for (; i < this.sortedIds.length && out.length < max; i++) {
       const record = this.runs.get(this.sortedIds[i]!)!;
-      if (!wanted || wanted.has(record.status)) out.push(copyRecord(record));
+      if ((!wanted || wanted.has(record.status)) && hasTags(record, tags)) out.push(copyRecord(record));
     }
     return out;
   }

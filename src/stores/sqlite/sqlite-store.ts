@@ -11,6 +11,7 @@ import {
   type PlannedEvent,
   storeClosedError,
   toRunEvent,
+  wantedTags,
 } from '../contract.js';
 import {
   type CreateRunInput,
@@ -287,10 +288,14 @@ export class SqliteRunStore implements RunStore {
       // Every run id is non-empty, so '' lists from the start and keeps the query a plain range on the key.
       const after = afterRunId ?? '';
       const max = sqlLimit(size);
+      const wanted = wantedTags(filter.tags);
+      const tags = wanted && JSON.stringify(wanted);
       const rows = (
-        statuses
-          ? this.sql.listRunsByStatus.all(JSON.stringify(statuses), after, max)
-          : this.sql.listRuns.all(after, max)
+        tags
+          ? this.sql.listRunsByStatusAndTags.all(JSON.stringify(statuses ?? RUN_STATUSES), tags, after, max)
+          : statuses
+            ? this.sql.listRunsByStatus.all(JSON.stringify(statuses), after, max)
+            : this.sql.listRuns.all(after, max)
       ) as RunRow[];
       return rows.map(toRecord);
     });
@@ -469,6 +474,16 @@ function prepareStatements(db: Database.Database) {
     listRunsByStatus: db.prepare(
       `SELECT ${runColumns} FROM runs
        WHERE status IN (SELECT value FROM json_each(?)) AND run_id > ?
+       ORDER BY run_id LIMIT ?`,
+    ),
+    // Every wanted tag present with exactly the wanted value.
+    listRunsByStatusAndTags: db.prepare(
+      `SELECT ${runColumns} FROM runs
+       WHERE status IN (SELECT value FROM json_each(?))
+         AND NOT EXISTS (SELECT 1 FROM json_each(?) AS want
+                         WHERE NOT EXISTS (SELECT 1 FROM json_each(runs.tags) AS have
+                                           WHERE have.key = want.key AND have.value = want.value))
+         AND run_id > ?
        ORDER BY run_id LIMIT ?`,
     ),
     updateRun: db.prepare(
