@@ -86,6 +86,10 @@ function rawVersions(file: string): { version: number; description: string }[] {
   }
 }
 
+/** The schema versions this build ships, and the first one a later release would add. */
+const RELEASED_VERSIONS = SQLITE_MIGRATIONS.map((m) => m.version);
+const NEXT = SQLITE_SCHEMA_VERSION + 1;
+
 describe('SqliteRunStore specifics', () => {
   let dir: string;
   let path: string;
@@ -215,7 +219,7 @@ describe('SqliteRunStore specifics', () => {
       raw.close();
       const store = open();
       await store.createRun({ runId: 'a' });
-      expect(rawVersions(path).map((r) => r.version)).toEqual([SQLITE_SCHEMA_VERSION]);
+      expect(rawVersions(path).map((r) => r.version)).toEqual(RELEASED_VERSIONS);
       const check = new Database(path, { readonly: true });
       expect(check.prepare("SELECT name FROM sqlite_master WHERE name = 'unrelated'").pluck().get()).toBe(
         'unrelated',
@@ -232,21 +236,21 @@ describe('SqliteRunStore specifics', () => {
       // What a later release would ship: the released steps unchanged, plus new ones.
       const later = [
         ...SQLITE_MIGRATIONS,
-        { version: 2, description: 'runs.note', up: 'ALTER TABLE runs ADD COLUMN note TEXT' },
+        { version: NEXT, description: 'runs.note', up: 'ALTER TABLE runs ADD COLUMN note TEXT' },
         {
-          version: 3,
+          version: NEXT + 1,
           description: 'backfill runs.note',
           up: (db: Database.Database) => db.prepare("UPDATE runs SET note = 'from v3'").run(),
         },
       ];
       const raw = new Database(path);
-      expect(migrateSqlite(raw, { path, migrations: later })).toBe(3);
+      expect(migrateSqlite(raw, { path, migrations: later })).toBe(NEXT + 1);
       expect(raw.prepare("SELECT note FROM runs WHERE run_id = 'a'").pluck().get()).toBe('from v3');
-      expect(migrateSqlite(raw, { path, migrations: later })).toBe(3); // idempotent
+      expect(migrateSqlite(raw, { path, migrations: later })).toBe(NEXT + 1); // idempotent
       raw.close();
-      expect(rawVersions(path).map((r) => r.version)).toEqual([1, 2, 3]);
+      expect(rawVersions(path).map((r) => r.version)).toEqual([...RELEASED_VERSIONS, NEXT, NEXT + 1]);
 
-      // This build only knows version 1: it must not write into a schema it does not understand.
+      // This build only knows the released versions: it must not write into a schema it does not understand.
       const error = (() => {
         try {
           new SqliteRunStore({ path });
@@ -256,7 +260,7 @@ describe('SqliteRunStore specifics', () => {
       })();
       expect(error).toMatchObject({ code: 'STORE_SCHEMA_TOO_NEW' });
       expect((error as Error).message).toContain(path);
-      expect((error as Error).message).toContain('schema version 3');
+      expect((error as Error).message).toContain(`schema version ${NEXT + 1}`);
       expect((error as Error).message).toContain(`versions up to ${SQLITE_SCHEMA_VERSION}`);
     });
 
@@ -266,7 +270,7 @@ describe('SqliteRunStore specifics', () => {
       const broken = [
         ...SQLITE_MIGRATIONS,
         {
-          version: 2,
+          version: NEXT,
           description: 'half done',
           up: 'CREATE TABLE half_done (x); SELECT * FROM no_such_table',
         },
@@ -274,12 +278,14 @@ describe('SqliteRunStore specifics', () => {
       expect(() => migrateSqlite(raw, { path, migrations: broken })).toThrow(
         expect.objectContaining({
           code: 'STORE_MIGRATION_FAILED',
-          message: expect.stringMatching(/runs\.db to schema version 2 \(half done\) failed: no such table/),
+          message: expect.stringMatching(
+            new RegExp(`runs\\.db to schema version ${NEXT} \\(half done\\) failed: no such table`),
+          ),
         }),
       );
       expect(raw.prepare("SELECT name FROM sqlite_master WHERE name = 'half_done'").get()).toBeUndefined();
       raw.close();
-      expect(rawVersions(path).map((r) => r.version)).toEqual([1]);
+      expect(rawVersions(path).map((r) => r.version)).toEqual(RELEASED_VERSIONS);
       await expect(open().createRun({ runId: 'a' })).resolves.toMatchObject({ runId: 'a' });
     });
 
@@ -483,7 +489,7 @@ describe('SqliteRunStore specifics', () => {
       for (const c of children) c.process.stdin.write('open\n');
       const store = open();
       await Promise.all(children.map((c) => c.line('ready')));
-      expect(rawVersions(path).map((r) => r.version)).toEqual([SQLITE_SCHEMA_VERSION]);
+      expect(rawVersions(path).map((r) => r.version)).toEqual(RELEASED_VERSIONS);
 
       const ids = Array.from({ length: contested }, (_, i) => `c-${String(i).padStart(4, '0')}`);
       for (const runId of [...ids, 'shared', 'own-parent', ...workers.map((w) => `own-${w}`)]) {

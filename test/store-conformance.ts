@@ -546,6 +546,37 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
       });
     });
 
+    describe('heartbeat', () => {
+      it('sets heartbeatAt (and progressAt with progress) without an event or a new updatedAt', async () => {
+        const started = await runIn('STARTED', 'run-1');
+        const seq = await store.latestSeq();
+        clock.set(50_000);
+        const beat = await store.heartbeat('run-1');
+        expect(beat).toMatchObject({ status: 'STARTED', heartbeatAt: 50_000, updatedAt: started.updatedAt });
+        expect(beat.progressAt).toBeUndefined();
+        const progress = await store.heartbeat('run-1', { at: 60_000, progress: true });
+        expect(progress).toMatchObject({ heartbeatAt: 60_000, progressAt: 60_000 });
+        await store.heartbeat('run-1', { at: 70_000 });
+        expect(await store.getRun('run-1')).toMatchObject({ heartbeatAt: 70_000, progressAt: 60_000 });
+        expect(await store.latestSeq()).toBe(seq);
+        expect((await store.listRuns({ statuses: ['STARTED'] }))[0]).toEqual(await store.getRun('run-1'));
+      });
+
+      it('leaves a run that has ended as it is', async () => {
+        const ended = await runIn('SUCCESS', 'run-1');
+        expect(await store.heartbeat('run-1', { at: 99_000, progress: true })).toEqual(ended);
+        expect(await store.getRun('run-1')).toEqual(ended);
+      });
+
+      it('refuses an unknown run and a bad timestamp', async () => {
+        await expect(store.heartbeat('nope')).rejects.toBeInstanceOf(RunNotFoundError);
+        await runIn('STARTED', 'run-1');
+        await expect(store.heartbeat('run-1', { at: Number.NaN })).rejects.toThrow(/at/);
+        await expect(store.heartbeat('run-1', 'now' as never)).rejects.toThrow(/heartbeat/i);
+        expect((await store.getRun('run-1'))?.heartbeatAt).toBeUndefined();
+      });
+    });
+
     describe('listRuns', () => {
       // Mixed case on purpose: runs are listed in plain code-unit order ('B' < 'a'), never a locale's collation.
       const ids = ['run-c', 'run-a', 'run-B', 'run-e', 'run-d'];

@@ -11,6 +11,7 @@ import {
   ALLOWED_MOVES,
   type CreateRunInput,
   type EngineEventInput,
+  type HeartbeatInput,
   isTerminal,
   RUN_STATUSES,
   type RunEvent,
@@ -130,6 +131,19 @@ export function planSetTags(current: RunRecord, tags: Record<string, string>, no
   const record = copyRecord(current);
   mergeTags(record.tags, copyTags(tags));
   record.updatedAt = now;
+  return record;
+}
+
+/** The record after a heartbeat, or undefined when the run has ended (a late heartbeat changes nothing). */
+export function planHeartbeat(current: RunRecord, beat: HeartbeatInput, now: number): RunRecord | undefined {
+  if (beat === null || typeof beat !== 'object') {
+    throw new RunwardenError('INVALID_HEARTBEAT', `A heartbeat must be an object; got ${describe(beat)}.`);
+  }
+  const at = beat.at === undefined ? now : validateAt(beat.at);
+  if (isTerminal(current.status)) return undefined;
+  const record = copyRecord(current);
+  record.heartbeatAt = at;
+  if (beat.progress === true) record.progressAt = at;
   return record;
 }
 

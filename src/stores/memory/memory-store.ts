@@ -7,6 +7,7 @@ import {
   pageSize,
   planCreate,
   planEngineEvent,
+  planHeartbeat,
   planSetTags,
   planTransition,
   type PlannedEvent,
@@ -23,6 +24,7 @@ import type {
   RunRecord,
   RunStore,
   TransitionChange,
+  HeartbeatInput,
 } from '../../core/types.js';
 
 export interface MemoryRunStoreOptions {
@@ -116,6 +118,13 @@ export class MemoryRunStore implements RunStore {
 
   async setTags(runId: string, tags: Record<string, string>): Promise<RunRecord> {
     const record = planSetTags(this.mustGet(runId), tags, this.clock.now());
+    this.runs.set(runId, record);
+    return copyRecord(record);
+  }
+
+  async heartbeat(runId: string, beat: HeartbeatInput = {}): Promise<RunRecord> {
+    const current = this.mustGet(runId);
+    const record = planHeartbeat(current, beat, this.clock.now()) ?? current;
     this.runs.set(runId, record);
     return copyRecord(record);
   }

@@ -6,6 +6,7 @@ import {
   pageSize,
   planCreate,
   planEngineEvent,
+  planHeartbeat,
   planSetTags,
   planTransition,
   type PlannedEvent,
@@ -24,6 +25,7 @@ import {
   type RunStatus,
   type RunStore,
   type TransitionChange,
+  type HeartbeatInput,
 } from '../../core/types.js';
 import { openFailure } from './open-error.js';
 
@@ -117,6 +119,14 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = Object.freeze([
       CREATE INDEX events_run ON events (run_id, seq);
     `,
   },
+  {
+    version: 2,
+    description: 'runs.heartbeat_at and runs.progress_at',
+    up: `
+      ALTER TABLE runs ADD COLUMN heartbeat_at INTEGER;  -- epoch ms of the latest heartbeat
+      ALTER TABLE runs ADD COLUMN progress_at INTEGER;   -- epoch ms of the latest sign of progress
+    `,
+  },
 ]);
 
 export const SQLITE_SCHEMA_VERSION: number = SQLITE_MIGRATIONS.at(-1)!.version;
@@ -202,6 +212,8 @@ interface RunRow {
   canceling_at: number | null;
   ended_at: number | null;
   resume_attempts: number;
+  heartbeat_at: number | null;
+  progress_at: number | null;
 }
 
 interface EventRow {
@@ -375,6 +387,19 @@ export class SqliteRunStore implements RunStore {
     );
   }
 
+  async heartbeat(runId: string, beat: HeartbeatInput = {}): Promise<RunRecord> {
+    return this.guard(() =>
+      this.write(() => {
+        const row = this.sql.getRun.get(runId) as RunRow | undefined;
+        if (!row) throw new RunNotFoundError(runId);
+        const current = toRecord(row);
+        const record = planHeartbeat(current, beat, this.clock.now());
+        if (record) this.sql.updateHeartbeat.run(record.heartbeatAt, record.progressAt ?? null, runId);
+        return { result: record ?? current, events: [] };
+      }),
+    );
+  }
+
   subscribe(listener: (event: RunEvent) => void): () => void {
     return this.listeners.add(listener);
   }
@@ -461,7 +486,7 @@ function sqlLimit(size: number): number {
 
 function prepareStatements(db: Database.Database) {
   const runColumns =
-    'run_id, status, tags, created_at, updated_at, queued_at, launched_at, started_at, canceling_at, ended_at, resume_attempts';
+    'run_id, status, tags, created_at, updated_at, queued_at, launched_at, started_at, canceling_at, ended_at, resume_attempts, heartbeat_at, progress_at';
   return {
     // DO NOTHING + RETURNING: no row back means the id was taken.
     insertRun: db.prepare(
@@ -491,6 +516,7 @@ function prepareStatements(db: Database.Database) {
        canceling_at = ?, ended_at = ? WHERE run_id = ?`,
     ),
     updateTags: db.prepare('UPDATE runs SET tags = ?, updated_at = ? WHERE run_id = ?'),
+    updateHeartbeat: db.prepare('UPDATE runs SET heartbeat_at = ?, progress_at = ? WHERE run_id = ?'),
     incrementResumeAttempts: db.prepare(
       'UPDATE runs SET resume_attempts = resume_attempts + 1, updated_at = ? WHERE run_id = ? RETURNING resume_attempts',
     ),
@@ -528,6 +554,8 @@ function toRecord(row: RunRow): RunRecord {
   if (row.started_at !== null) record.startedAt = row.started_at;
   if (row.canceling_at !== null) record.cancelingAt = row.canceling_at;
   if (row.ended_at !== null) record.endedAt = row.ended_at;
+  if (row.heartbeat_at !== null) record.heartbeatAt = row.heartbeat_at;
+  if (row.progress_at !== null) record.progressAt = row.progress_at;
   return record;
 }
 
