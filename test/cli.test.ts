@@ -165,7 +165,9 @@ launcher:
     expect(runsJson.code).toBe(0);
     const runs = JSON.parse(runsJson.stdout) as RunRecord[];
     expect(runs.find((r) => r.runId === runId)).toMatchObject({ status: 'SUCCESS', tags: { team: 'data' } });
-    expect(table.stdout).toMatch(/^RUN ID +STATUS +RESUMES +FAILURE REASON +CREATED +COMMAND\n/);
+    expect(table.stdout).toMatch(
+      /^RUN ID +STATUS +RESUMES +FAILURE REASON +CREATED +ENDED +DURATION +COMMAND\n/,
+    );
     expect(table.stdout).toContain(runId);
 
     expect(eventsJson.code).toBe(0);

@@ -3,7 +3,7 @@
 // and cancel() — so the deadlines they create are enforced by whichever `runwarden monitor` is running.
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { formatTable, oneLine, time, UsageError } from './output.js';
+import { duration, formatTable, oneLine, time, UsageError } from './output.js';
 import {
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
@@ -215,8 +215,15 @@ export async function runsCommand(
     all.sort((a, b) => b.createdAt - a.createdAt || (a.runId < b.runId ? -1 : 1));
     return all.slice(0, options.limit ?? 50);
   });
+  const now = Date.now();
   if (options.json) {
-    print(JSON.stringify(runs, null, 2));
+    print(
+      JSON.stringify(
+        runs.map((run) => withDuration(run, now)),
+        null,
+        2,
+      ),
+    );
     return;
   }
   if (runs.length === 0) {
@@ -225,17 +232,31 @@ export async function runsCommand(
   }
   print(
     formatTable(
-      ['RUN ID', 'STATUS', 'RESUMES', 'FAILURE REASON', 'CREATED', 'COMMAND'],
+      ['RUN ID', 'STATUS', 'RESUMES', 'FAILURE REASON', 'CREATED', 'ENDED', 'DURATION', 'COMMAND'],
       runs.map((run) => [
         run.runId,
         run.status,
         String(run.resumeAttempts),
         run.tags[TAGS.failureReason] ?? '-',
         time(run.createdAt),
+        time(run.endedAt),
+        duration(runDuration(run, now)),
         commandText(run.tags[COMMAND_TAG]),
       ]),
     ),
   );
+}
+
+/** How long the run has run: from STARTED to its end, or to `now` while it goes; undefined if it never started. */
+function runDuration(run: RunRecord, now: number): number | undefined {
+  if (run.startedAt === undefined) return undefined;
+  return (run.endedAt ?? now) - run.startedAt;
+}
+
+/** The record with `durationMs` (see runDuration) for --json; absent when the run never started. */
+function withDuration(run: RunRecord, now: number): RunRecord & { durationMs?: number } {
+  const ms = runDuration(run, now);
+  return ms === undefined ? run : { ...run, durationMs: ms };
 }
 
 function parseStatuses(values: string[]): RunStatus[] | undefined {
