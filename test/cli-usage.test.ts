@@ -15,7 +15,7 @@ afterAll(() => dir.remove());
 // Each case is its own test so vitest bounds how many CLI processes start at once (maxConcurrency).
 describe.concurrent('usage errors exit 2 with one line on stderr', () => {
   it.each<[string[], RegExp]>([
-    [['bogus'], /^unknown command 'bogus'; see runwarden --help$/],
+    [['xyzzy'], /^unknown command 'xyzzy'; see runwarden --help$/],
     [['rns'], /^unknown command 'rns' \(Did you mean runs\?\); see runwarden --help$/],
     [
       ['runs', '--limit', 'abc'],

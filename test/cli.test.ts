@@ -267,11 +267,20 @@ launcher:
 describe('--help', () => {
   it('every command has help', async () => {
     const results = await Promise.all(
-      [[], ['monitor'], ['launch'], ['runs'], ['events'], ['cancel'], ['demo']].map((command) =>
+      [[], ['monitor'], ['launch'], ['runs'], ['events'], ['logs'], ['cancel'], ['demo']].map((command) =>
         runCli([...command, '--help']),
       ),
     );
-    for (const [i, command] of ['', 'monitor', 'launch', 'runs', 'events', 'cancel', 'demo'].entries()) {
+    for (const [i, command] of [
+      '',
+      'monitor',
+      'launch',
+      'runs',
+      'events',
+      'logs',
+      'cancel',
+      'demo',
+    ].entries()) {
       const { code, stdout } = results[i]!;
       expect(code, command).toBe(0);
       expect(stdout).toContain(`Usage: runwarden${command ? ` ${command}` : ''} [options]`);

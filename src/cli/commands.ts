@@ -3,7 +3,8 @@
 // and cancel() — so the deadlines they create are enforced by whichever `runwarden monitor` is running.
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { duration, formatTable, oneLine, time, UsageError } from './output.js';
+import { duration, formatTable, oneLine, padEnd, time, UsageError } from './output.js';
+import { copyFrom, followEvents, followFile, stopOnSignals, writeOut } from './follow.js';
 import {
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
@@ -17,7 +18,15 @@ import type { RunMonitorOptions } from '../monitor/monitor.js';
 import { COMMAND_TAG, ProcessRunLauncher } from '../launchers/process/process-launcher.js';
 import { SqliteRunStore } from '../stores/sqlite/sqlite-store.js';
 import { parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
-import { isTerminal, RUN_STATUSES, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
+import {
+  isTerminal,
+  RUN_EVENT_TYPES,
+  RUN_STATUSES,
+  type RunEvent,
+  type RunRecord,
+  type RunStatus,
+  TAGS,
+} from '../core/types.js';
 
 export interface StoreOptions {
   config?: string;
@@ -288,10 +297,14 @@ function commandText(tag: string | undefined): string {
 
 export async function eventsCommand(
   runId: string,
-  options: StoreOptions & { json?: boolean },
+  options: StoreOptions & { json?: boolean; follow?: boolean },
 ): Promise<void> {
   const config = resolveConfig(options);
   const store = openExisting(config);
+  if (options.follow) {
+    await closing(store, () => followEventsOf(store, runId, options.json === true));
+    return;
+  }
   const events = await closing(store, () => store.getEvents(runId));
   if (options.json) {
     print(JSON.stringify(events, null, 2));
@@ -303,6 +316,76 @@ export async function eventsCommand(
       events.map((event) => [String(event.seq), time(event.at), event.type, oneLine(event.message)]),
     ),
   );
+}
+
+const TYPE_WIDTH = Math.max(...RUN_EVENT_TYPES.map((type) => type.length));
+
+/** events --follow: the table (fixed column widths, as rows come one by one) or one JSON object a line. */
+async function followEventsOf(store: SqliteRunStore, runId: string, json: boolean): Promise<void> {
+  if (!(await store.getRun(runId))) throw new RunNotFoundError(runId);
+  // Room for the seqs of the next few orders of magnitude; a longer one just pushes its row's columns.
+  const widths = [Math.max(3, String(await store.latestSeq()).length + 1), 24, TYPE_WIDTH];
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : padEnd(cell, widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  const stop = stopOnSignals();
+  try {
+    if (!json) await writeOut(`${line(['SEQ', 'TIME', 'TYPE', 'MESSAGE'])}\n`);
+    const onEvent = (event: RunEvent) =>
+      writeOut(
+        `${json ? JSON.stringify(event) : line([String(event.seq), time(event.at), event.type, oneLine(event.message)])}\n`,
+      );
+    await followEvents(store, runId, { signal: stop.signal, onEvent });
+  } finally {
+    stop.dispose();
+  }
+}
+
+// --- logs ------------------------------------------------------------------------------------------------
+
+/** After its end, a run's worker may still be writing its last lines while it exits; wait at most this long. */
+const WORKER_EXIT_WAIT_MS = 5_000;
+
+export async function logsCommand(
+  runId: string,
+  options: StoreOptions & { follow?: boolean },
+): Promise<void> {
+  const config = resolveConfig(options);
+  const store = openExisting(config);
+  await closing(store, async () => {
+    const run = await store.getRun(runId);
+    if (!run) throw new RunNotFoundError(runId);
+    const launcher = makeLauncher(config, store);
+    const path = launcher.logPath(runId);
+    if (!existsSync(path)) {
+      const why =
+        run.status === 'NOT_STARTED' || run.status === 'QUEUED'
+          ? `its worker has not been launched yet (${run.status})`
+          : `its worker was not started by this configuration's process launcher (launcher.process.log_dir is ${config.launcher.process.logDir})`;
+      throw new RunwardenError('LOG_NOT_FOUND', `No log file for run ${runId} at ${path}: ${why}.`);
+    }
+    if (!options.follow) {
+      await copyFrom(path, 0, { write: writeOut });
+      return;
+    }
+    const stop = stopOnSignals();
+    let endedAt: number | undefined;
+    const ended = async () => {
+      const current = await store.getRun(runId);
+      if (!current || !isTerminal(current.status)) return false;
+      endedAt ??= Date.now();
+      if (Date.now() - endedAt >= WORKER_EXIT_WAIT_MS) return true;
+      const health = await launcher.checkHealth(current).catch(() => undefined);
+      return health?.status !== 'RUNNING';
+    };
+    try {
+      await followFile(path, { signal: stop.signal, write: writeOut, ended });
+    } finally {
+      stop.dispose();
+    }
+  });
 }
 
 // --- cancel ----------------------------------------------------------------------------------------------
