@@ -146,10 +146,13 @@ launcher:
 
   it('launch starts a worker for a new run and prints its id; runs and events show it', async () => {
     const launched = await cli('launch', '--tag', 'team=data', '--', ...workerCommand('writer', '3'));
-    expect(launched.stderr).toBe('');
     expect(launched.code).toBe(0);
     const runId = launched.stdout.trim();
     expect(runId).toMatch(/^[0-9a-f-]{36}$/);
+    // No monitor runs here (test/cli-watchers.test.ts has one): the run is launched, with one warning.
+    expect(launched.stderr).toBe(
+      `runwarden: warning: no runwarden monitor is watching ${dbPath}: run ${runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: runwarden monitor --config ${join(dir.path, 'runwarden.yaml')}\n`,
+    );
     // ./runwarden.yaml is found without --config, and its relative paths resolve next to it.
     const run = await waitForRun(runId, (r) => isTerminal(r.status));
     expect(run.status).toBe('SUCCESS');

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { duration, formatTable, oneLine, padEnd, time, UsageError } from './output.js';
 import { copyFrom, followEvents, followFile, stopOnSignals, writeOut } from './follow.js';
+import { heartbeatPath, isMonitorWatching, startHeartbeat } from './watchers.js';
 import {
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
@@ -129,8 +130,17 @@ export async function monitorCommand(options: StoreOptions & { logLevel?: string
   // The monitor's own timers keep the process alive; this covers `enabled: false`.
   const keepAlive = setInterval(() => {}, 1 << 30);
 
+  let heartbeat: { stop(): void } | undefined;
   try {
     await monitor.start();
+    // Tells `runwarden launch` that a monitor watches this store. A disabled monitor watches nothing.
+    if (config.monitor.enabled) {
+      const path = config.storage.sqlite.path;
+      heartbeat = startHeartbeat(path, {
+        onError: (err) =>
+          logger.warn({ err, path: heartbeatPath(path) }, 'Could not write the monitor heartbeat file.'),
+      });
+    }
     logger.info(
       {
         store: config.storage.sqlite.path,
@@ -141,11 +151,13 @@ export async function monitorCommand(options: StoreOptions & { logLevel?: string
     );
     const signal = await stopping;
     logger.info({ signal }, 'Stopping the monitor (run workers keep running).');
+    heartbeat?.stop();
     // A second signal while stopping: give up waiting.
     process.once('SIGTERM', () => process.exit(143));
     process.once('SIGINT', () => process.exit(130));
     await monitor.stop();
   } finally {
+    heartbeat?.stop();
     clearInterval(keepAlive);
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
@@ -173,11 +185,30 @@ export async function launchCommand(
   await closing(store, async () => {
     const launcher = makeLauncher(config, store);
     const monitor = await newMonitor({ store, launcher, config: config.monitor });
+    const watched = await isMonitorWatching(store);
     const run = await store.createRun({ runId: options.runId, tags });
     const launched = await monitor.launch(run.runId);
     if (options.json) print(JSON.stringify({ ...launched, logPath: launcher.logPath(run.runId) }, null, 2));
     else print(launched.runId);
+    if (!watched) {
+      warn(
+        `no runwarden monitor is watching ${store.path}: run ${run.runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: ${monitorInvocation(config, options)}`,
+      );
+    }
   });
+}
+
+/** The `runwarden monitor` command line that watches the store these options name. */
+function monitorInvocation(config: RunwardenFileConfig, options: StoreOptions): string {
+  const words = ['runwarden', 'monitor'];
+  if (config.file !== undefined) words.push('--config', config.file);
+  if (options.store !== undefined) words.push('--store', `sqlite:${config.storage.sqlite.path}`);
+  return words.map(shellWord).join(' ');
+}
+
+/** `word` as typed in a shell: as is when it is plain, else quoted. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : JSON.stringify(word);
 }
 
 /** The tag Dagster users paste from their runs; Runwarden does not read it. */
