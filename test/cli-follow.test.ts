@@ -24,6 +24,11 @@ afterAll(async () => {
   dir.remove();
 });
 
+/** Tests that chain several CLI and worker processes get time on a loaded machine. */
+const LONG = 60_000;
+/** How long to wait for a process to print or write something. */
+const PATIENCE = 20_000;
+
 const cli = (...args: string[]) => runCli(args, { cwd: dir.path });
 
 /** A long-running CLI process: its output so far, and its exit. */
@@ -72,33 +77,39 @@ async function launchGated(name: string): Promise<{ runId: string; open: () => v
 }
 
 describe.concurrent('events --follow', () => {
-  it('prints each event once as the worker writes it, one JSON object a line, and exits 0 after SUCCESS', async () => {
-    const { runId, open } = await launchGated('followed');
-    const follower = startCli('events', runId, '--follow', '--json');
-    await waitFor('the follower to print the worker event', () =>
-      follower.out.stdout.includes('before the gate'),
-    );
-    expect(follower.out.stdout).not.toContain('RUN_SUCCESS');
-    open();
-    expect(await follower.exit).toBe(0);
-    expect(follower.out.stderr).toBe('');
-    const printed = follower.out.stdout
-      .trimEnd()
-      .split('\n')
-      .map((line) => JSON.parse(line) as RunEvent);
-    // Exactly the stored log: nothing missed, nothing twice, in order, ending with the terminal event.
-    expect(printed).toEqual(await store.getEvents(runId));
-    expect(printed.map((e) => e.message)).toContain('after the gate');
-    expect(printed.at(-1)!.type).toBe('RUN_SUCCESS');
+  it(
+    'prints each event once as the worker writes it, one JSON object a line, and exits 0 after SUCCESS',
+    async () => {
+      const { runId, open } = await launchGated('followed');
+      const follower = startCli('events', runId, '--follow', '--json');
+      await waitFor(
+        'the follower to print the worker event',
+        () => follower.out.stdout.includes('before the gate'),
+        PATIENCE,
+      );
+      expect(follower.out.stdout).not.toContain('RUN_SUCCESS');
+      open();
+      expect(await follower.exit).toBe(0);
+      expect(follower.out.stderr).toBe('');
+      const printed = follower.out.stdout
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line) as RunEvent);
+      // Exactly the stored log: nothing missed, nothing twice, in order, ending with the terminal event.
+      expect(printed).toEqual(await store.getEvents(runId));
+      expect(printed.map((e) => e.message)).toContain('after the gate');
+      expect(printed.at(-1)!.type).toBe('RUN_SUCCESS');
 
-    // A run that has already ended: its history, then exit at once.
-    const again = await cli('events', runId, '--follow');
-    expect(again.code).toBe(0);
-    const lines = again.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^SEQ +TIME +TYPE +MESSAGE$/);
-    expect(lines).toHaveLength(printed.length + 1);
-    expect(lines.at(-1)).toMatch(/^\d+ +\S+Z +RUN_SUCCESS +Run succeeded\.$/);
-  });
+      // A run that has already ended: its history, then exit at once.
+      const again = await cli('events', runId, '--follow');
+      expect(again.code).toBe(0);
+      const lines = again.stdout.trimEnd().split('\n');
+      expect(lines[0]).toMatch(/^SEQ +TIME +TYPE +MESSAGE$/);
+      expect(lines).toHaveLength(printed.length + 1);
+      expect(lines.at(-1)).toMatch(/^\d+ +\S+Z +RUN_SUCCESS +Run succeeded\.$/);
+    },
+    LONG,
+  );
 
   it.each(['SIGINT', 'SIGTERM'] as const)(
     'follows a run that does not end until %s, then exits 0',
@@ -106,14 +117,19 @@ describe.concurrent('events --follow', () => {
       const runId = `quiet-${signal}`;
       await store.createRun({ runId });
       const follower = startCli('events', runId, '--follow');
-      await waitFor('the header', () => follower.out.stdout.startsWith('SEQ'));
+      await waitFor('the header', () => follower.out.stdout.startsWith('SEQ'), PATIENCE);
       await store.appendEvent(runId, { type: 'ENGINE_EVENT', message: `hello from the test\nsecond line` });
-      await waitFor('the appended event', () => follower.out.stdout.includes('hello from the test'));
+      await waitFor(
+        'the appended event',
+        () => follower.out.stdout.includes('hello from the test'),
+        PATIENCE,
+      );
       expect(follower.out.stdout).toMatch(/\n\d+ +\S+Z +ENGINE_EVENT +hello from the test \| second line\n$/);
       follower.child.kill(signal);
       expect(await follower.exit).toBe(0);
       expect(follower.out.stderr).toBe('');
     },
+    LONG,
   );
 
   it('an unknown run id exits 1 naming it', async () => {
@@ -125,26 +141,30 @@ describe.concurrent('events --follow', () => {
 });
 
 describe.concurrent('logs', () => {
-  it("--follow prints the worker's output as it is written, and exits 0 when the run has ended", async () => {
-    const { runId, open } = await launchGated('logged');
-    const follower = startCli('logs', runId, '--follow');
-    await waitFor('the first line', () => follower.out.stdout.includes('first line\n'));
-    expect(follower.out.stdout).toMatch(
-      /^\[runwarden\] \S+ starting run worker for run logged \(attempt 0\)/,
-    );
-    expect(follower.out.stdout).not.toContain('second line');
-    open();
-    expect(await follower.exit).toBe(0);
-    expect(follower.out.stderr).toBe('');
-    const file = readFileSync(join(logDir, 'logged.log'), 'utf8');
-    // Also what the worker wrote after reporting SUCCESS, while it exited.
-    expect(file).toMatch(/second line\n[^]*to stderr\n[^]*after success\n$/);
-    expect(follower.out.stdout).toBe(file);
+  it(
+    "--follow prints the worker's output as it is written, and exits 0 when the run has ended",
+    async () => {
+      const { runId, open } = await launchGated('logged');
+      const follower = startCli('logs', runId, '--follow');
+      await waitFor('the first line', () => follower.out.stdout.includes('first line\n'), PATIENCE);
+      expect(follower.out.stdout).toMatch(
+        /^\[runwarden\] \S+ starting run worker for run logged \(attempt 0\)/,
+      );
+      expect(follower.out.stdout).not.toContain('second line');
+      open();
+      expect(await follower.exit).toBe(0);
+      expect(follower.out.stderr).toBe('');
+      const file = readFileSync(join(logDir, 'logged.log'), 'utf8');
+      // Also what the worker wrote after reporting SUCCESS, while it exited.
+      expect(file).toMatch(/second line\n[^]*to stderr\n[^]*after success\n$/);
+      expect(follower.out.stdout).toBe(file);
 
-    const plain = await cli('logs', runId);
-    expect(plain.code).toBe(0);
-    expect(plain.stdout).toBe(file);
-  });
+      const plain = await cli('logs', runId);
+      expect(plain.code).toBe(0);
+      expect(plain.stdout).toBe(file);
+    },
+    LONG,
+  );
 
   it('a run without a log file exits 1 naming the path looked for; an unknown run exits 1 naming it', async () => {
     await store.createRun({ runId: 'never-launched' });

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { heartbeatPath, isMonitorWatching, startHeartbeat } from '../src/cli/watchers.js';
 import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
-import { isTerminal } from '../src/core/types.js';
-import { built, killWorkers, NODE, runCli, tempDir, waitFor, workerCommand } from './processes.js';
+import { PID_TAG } from '../src/launchers/process/process-launcher.js';
+import { built, killWorkers, NODE, runCli, tempDir, waitFor } from './processes.js';
 
 const dir = tempDir('runwarden-cli-watchers-');
 const monitors: ChildProcess[] = [];
@@ -79,47 +79,55 @@ describe('isMonitorWatching', () => {
   });
 });
 
+// Each test has its own database; up to 5 CLI processes one after another, so they get time on a loaded machine.
 describe('runwarden launch', () => {
-  const dbPath = join(dir.path, 'runs.db');
-  const file = heartbeatPath(dbPath);
-  const store = new SqliteRunStore({ path: dbPath });
-  stores.push(store);
-  const launch = () =>
-    runCli(['launch', '--store', `sqlite:${dbPath}`, '--', ...workerCommand('writer', '1')], {
-      cwd: dir.path,
-    });
-  const db = dbPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  // One line, naming the store and the command that watches it.
-  const warning = new RegExp(
-    `^runwarden: warning: no runwarden monitor is watching ${db}: run [0-9a-f-]{36} was started, but nothing enforces its timeouts or notices a crashed worker until one runs\\. Start one with: runwarden monitor --store sqlite:${db}\\n$`,
-  );
+  /** A database, `runwarden launch` and `runwarden monitor` on it, and the warning launch prints there. */
+  function setup(name: string) {
+    const dbPath = join(dir.path, `${name}.db`);
+    const file = heartbeatPath(dbPath);
+    const store = new SqliteRunStore({ path: dbPath });
+    stores.push(store);
+    // A worker that neither reports nor ends soon: only the launch is looked at (afterAll kills it).
+    const launch = () =>
+      runCli(['launch', '--store', `sqlite:${dbPath}`, '--', 'sleep', '60'], { cwd: dir.path });
+    const db = dbPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    // One line, naming the store and the command that watches it.
+    const warning = new RegExp(
+      `^runwarden: warning: no runwarden monitor is watching ${db}: run [0-9a-f-]{36} was started, but nothing enforces its timeouts or notices a crashed worker until one runs\\. Start one with: runwarden monitor --store sqlite:${db}\\n$`,
+    );
 
-  async function startMonitor(): Promise<{ child: ChildProcess; exit: Promise<number | null> }> {
-    const child = spawn(NODE, [built('src/cli/cli.js'), 'monitor', '--store', `sqlite:${dbPath}`], {
-      cwd: dir.path,
-      stdio: 'ignore',
-    });
-    monitors.push(child);
-    const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-    await waitFor('the monitor heartbeat', () => {
+    async function startMonitor(): Promise<{ child: ChildProcess; exit: Promise<number | null> }> {
+      const child = spawn(NODE, [built('src/cli/cli.js'), 'monitor', '--store', `sqlite:${dbPath}`], {
+        cwd: dir.path,
+        stdio: 'ignore',
+      });
+      monitors.push(child);
+      const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      await waitFor('the monitor heartbeat', () => readBeat()?.pid === child.pid, 20_000);
+      return { child, exit };
+    }
+
+    function readBeat(): { pid: number; at: number } | undefined {
       try {
-        return (JSON.parse(readFileSync(file, 'utf8')) as { pid: number }).pid === child.pid;
+        return JSON.parse(readFileSync(file, 'utf8')) as { pid: number; at: number };
       } catch {
-        return false;
+        return undefined;
       }
-    });
-    return { child, exit };
+    }
+
+    /** Launched all the same: the run is STARTING with its worker recorded. */
+    async function expectLaunched(result: { code: number | null; stdout: string }): Promise<void> {
+      expect(result.code).toBe(0);
+      const run = await store.getRun(result.stdout.trim());
+      expect(run?.status).toBe('STARTING');
+      expect(run?.tags[PID_TAG]).toMatch(/^\d+$/);
+    }
+
+    return { file, launch, warning, startMonitor, readBeat, expectLaunched };
   }
 
-  async function expectLaunched(result: { code: number | null; stdout: string }): Promise<void> {
-    expect(result.code).toBe(0);
-    const runId = result.stdout.trim();
-    // Launched all the same: its worker runs and reports.
-    await waitFor(`run ${runId} to end`, async () => isTerminal((await store.getRun(runId))!.status));
-    expect((await store.getRun(runId))!.status).toBe('SUCCESS');
-  }
-
-  it('warns when no monitor watches, not while one does, and again once it stopped or was killed', async () => {
+  it('warns when no monitor watches, not while one does, and again once it stopped', async () => {
+    const { file, launch, warning, startMonitor, expectLaunched } = setup('stopped');
     const alone = await launch();
     expect(alone.stderr).toMatch(warning);
     await expectLaunched(alone);
@@ -136,14 +144,19 @@ describe('runwarden launch', () => {
     const afterStop = await launch();
     expect(afterStop.stderr).toMatch(warning);
     await expectLaunched(afterStop);
+  }, 60_000);
 
-    // SIGKILL leaves a fresh-looking file behind, but its pid is gone.
+  it('a monitor killed with SIGKILL leaves its heartbeat file behind, and it does not count', async () => {
+    const { launch, warning, startMonitor, readBeat, expectLaunched } = setup('killed');
     const killed = await startMonitor();
     killed.child.kill('SIGKILL');
     await killed.exit;
-    expect(existsSync(file)).toBe(true);
     const afterKill = await launch();
     expect(afterKill.stderr).toMatch(warning);
     await expectLaunched(afterKill);
-  });
+    // Still fresh by its time (so the dead pid is what made it not count), and still there.
+    const beat = readBeat();
+    expect(beat?.pid).toBe(killed.child.pid);
+    expect(Date.now() - beat!.at).toBeLessThan(15_000);
+  }, 60_000);
 });

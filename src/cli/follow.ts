@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isTerminal, type RunEvent, type RunStore, statusOfEvent } from '../core/types.js';
 
 /** How often a follower looks for new events or output. */
-export const FOLLOW_INTERVAL_MS = 200;
+const FOLLOW_INTERVAL_MS = 200;
 const EVENT_PAGE = 500;
 const READ_CHUNK = 64 * 1024;
 

@@ -7,7 +7,7 @@ import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 
 /** How often a monitor rewrites its heartbeat. */
-export const HEARTBEAT_INTERVAL_MS = 5_000;
+const HEARTBEAT_INTERVAL_MS = 5_000;
 /** A heartbeat older than this many intervals is stale: its monitor stopped without removing it. */
 const STALE_AFTER_INTERVALS = 3;
 
