@@ -26,6 +26,7 @@ import {
   type RunEvent,
   type RunRecord,
   type RunStatus,
+  statusOfEvent,
   TAGS,
 } from '../core/types.js';
 
@@ -131,6 +132,12 @@ export async function monitorCommand(options: StoreOptions & { logLevel?: string
   const keepAlive = setInterval(() => {}, 1 << 30);
 
   let heartbeat: { stop(): void } | undefined;
+  // Every status change of every run, also those workers write: the monitor's own decisions say why.
+  monitor.subscribe((event) => {
+    const status = statusOfEvent(event.type);
+    if (status)
+      logger.info({ runId: event.runId, status, seq: event.seq }, `Run ${status}: ${event.message}`);
+  });
   try {
     await monitor.start();
     // Tells `runwarden launch` that a monitor watches this store. A disabled monitor watches nothing.
