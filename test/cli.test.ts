@@ -146,10 +146,13 @@ launcher:
 
   it('launch starts a worker for a new run and prints its id; runs and events show it', async () => {
     const launched = await cli('launch', '--tag', 'team=data', '--', ...workerCommand('writer', '3'));
-    expect(launched.stderr).toBe('');
     expect(launched.code).toBe(0);
     const runId = launched.stdout.trim();
     expect(runId).toMatch(/^[0-9a-f-]{36}$/);
+    // No monitor runs here (test/cli-watchers.test.ts has one): the run is launched, with one warning.
+    expect(launched.stderr).toBe(
+      `runwarden: warning: no runwarden monitor is watching ${dbPath}: run ${runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: runwarden monitor --config ${join(dir.path, 'runwarden.yaml')}\n`,
+    );
     // ./runwarden.yaml is found without --config, and its relative paths resolve next to it.
     const run = await waitForRun(runId, (r) => isTerminal(r.status));
     expect(run.status).toBe('SUCCESS');
@@ -165,7 +168,9 @@ launcher:
     expect(runsJson.code).toBe(0);
     const runs = JSON.parse(runsJson.stdout) as RunRecord[];
     expect(runs.find((r) => r.runId === runId)).toMatchObject({ status: 'SUCCESS', tags: { team: 'data' } });
-    expect(table.stdout).toMatch(/^RUN ID +STATUS +RESUMES +FAILURE REASON +CREATED +COMMAND\n/);
+    expect(table.stdout).toMatch(
+      /^RUN ID +STATUS +RESUMES +FAILURE REASON +CREATED +ENDED +DURATION +COMMAND\n/,
+    );
     expect(table.stdout).toContain(runId);
 
     expect(eventsJson.code).toBe(0);
@@ -265,11 +270,20 @@ launcher:
 describe('--help', () => {
   it('every command has help', async () => {
     const results = await Promise.all(
-      [[], ['monitor'], ['launch'], ['runs'], ['events'], ['cancel'], ['demo']].map((command) =>
+      [[], ['monitor'], ['launch'], ['runs'], ['events'], ['logs'], ['cancel'], ['demo']].map((command) =>
         runCli([...command, '--help']),
       ),
     );
-    for (const [i, command] of ['', 'monitor', 'launch', 'runs', 'events', 'cancel', 'demo'].entries()) {
+    for (const [i, command] of [
+      '',
+      'monitor',
+      'launch',
+      'runs',
+      'events',
+      'logs',
+      'cancel',
+      'demo',
+    ].entries()) {
       const { code, stdout } = results[i]!;
       expect(code, command).toBe(0);
       expect(stdout).toContain(`Usage: runwarden${command ? ` ${command}` : ''} [options]`);

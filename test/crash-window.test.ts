@@ -123,6 +123,44 @@ describe('the start-timeout crash window', () => {
   });
 });
 
+describe('looking for journaled terminations costs nothing when there are none', () => {
+  it('a poll lists failed runs only at start and after a terminate that did not confirm the worker gone', async () => {
+    const clock = newClock();
+    class CountingStore extends MemoryRunStore {
+      journalReads = 0;
+      override async listRuns(filter: Parameters<MemoryRunStore['listRuns']>[0] = {}) {
+        if (filter.tags?.[TAGS.terminatePending]) this.journalReads += 1;
+        return super.listRuns(filter);
+      }
+    }
+    const store = new CountingStore({ clock });
+    const launcher = new FakeLauncher();
+    const monitor = createRunMonitor({ store, launcher, clock, config: { pollIntervalSeconds: 10 } });
+    monitors.push(monitor);
+    await monitor.start();
+    await monitor.settle();
+    const afterStart = store.journalReads;
+    expect(afterStart).toBeGreaterThan(0);
+    for (let i = 0; i < 3; i++) {
+      clock.increment(10 * SECOND);
+      await monitor.settle();
+    }
+    expect(store.journalReads).toBe(afterStart);
+
+    // A start timeout whose terminate fails: the next poll looks again, and finds it.
+    launcher.setTerminate(false);
+    const { runId } = await store.createRun({});
+    await monitor.launch(runId);
+    clock.increment(180 * SECOND);
+    await monitor.settle();
+    launcher.setTerminate(true);
+    clock.increment(10 * SECOND);
+    await monitor.settle();
+    expect(store.journalReads).toBeGreaterThan(afterStart);
+    expect((await store.getRun(runId))?.tags[TAGS.terminatePending]).toBe('false');
+  });
+});
+
 describe('a worker launched for a run that already ended', () => {
   it('a launch slower than the start timeout: the worker it started is terminated once launch returns', async () => {
     const clock = newClock();

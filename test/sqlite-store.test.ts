@@ -86,6 +86,10 @@ function rawVersions(file: string): { version: number; description: string }[] {
   }
 }
 
+/** The schema versions this build ships, and the first one a later release would add. */
+const RELEASED_VERSIONS = SQLITE_MIGRATIONS.map((m) => m.version);
+const NEXT = SQLITE_SCHEMA_VERSION + 1;
+
 describe('SqliteRunStore specifics', () => {
   let dir: string;
   let path: string;
@@ -215,7 +219,7 @@ describe('SqliteRunStore specifics', () => {
       raw.close();
       const store = open();
       await store.createRun({ runId: 'a' });
-      expect(rawVersions(path).map((r) => r.version)).toEqual([SQLITE_SCHEMA_VERSION]);
+      expect(rawVersions(path).map((r) => r.version)).toEqual(RELEASED_VERSIONS);
       const check = new Database(path, { readonly: true });
       expect(check.prepare("SELECT name FROM sqlite_master WHERE name = 'unrelated'").pluck().get()).toBe(
         'unrelated',
@@ -232,21 +236,21 @@ describe('SqliteRunStore specifics', () => {
       // What a later release would ship: the released steps unchanged, plus new ones.
       const later = [
         ...SQLITE_MIGRATIONS,
-        { version: 2, description: 'runs.note', up: 'ALTER TABLE runs ADD COLUMN note TEXT' },
+        { version: NEXT, description: 'runs.note', up: 'ALTER TABLE runs ADD COLUMN note TEXT' },
         {
-          version: 3,
+          version: NEXT + 1,
           description: 'backfill runs.note',
           up: (db: Database.Database) => db.prepare("UPDATE runs SET note = 'from v3'").run(),
         },
       ];
       const raw = new Database(path);
-      expect(migrateSqlite(raw, { path, migrations: later })).toBe(3);
+      expect(migrateSqlite(raw, { path, migrations: later })).toBe(NEXT + 1);
       expect(raw.prepare("SELECT note FROM runs WHERE run_id = 'a'").pluck().get()).toBe('from v3');
-      expect(migrateSqlite(raw, { path, migrations: later })).toBe(3); // idempotent
+      expect(migrateSqlite(raw, { path, migrations: later })).toBe(NEXT + 1); // idempotent
       raw.close();
-      expect(rawVersions(path).map((r) => r.version)).toEqual([1, 2, 3]);
+      expect(rawVersions(path).map((r) => r.version)).toEqual([...RELEASED_VERSIONS, NEXT, NEXT + 1]);
 
-      // This build only knows version 1: it must not write into a schema it does not understand.
+      // This build only knows the released versions: it must not write into a schema it does not understand.
       const error = (() => {
         try {
           new SqliteRunStore({ path });
@@ -256,7 +260,7 @@ describe('SqliteRunStore specifics', () => {
       })();
       expect(error).toMatchObject({ code: 'STORE_SCHEMA_TOO_NEW' });
       expect((error as Error).message).toContain(path);
-      expect((error as Error).message).toContain('schema version 3');
+      expect((error as Error).message).toContain(`schema version ${NEXT + 1}`);
       expect((error as Error).message).toContain(`versions up to ${SQLITE_SCHEMA_VERSION}`);
     });
 
@@ -266,7 +270,7 @@ describe('SqliteRunStore specifics', () => {
       const broken = [
         ...SQLITE_MIGRATIONS,
         {
-          version: 2,
+          version: NEXT,
           description: 'half done',
           up: 'CREATE TABLE half_done (x); SELECT * FROM no_such_table',
         },
@@ -274,12 +278,14 @@ describe('SqliteRunStore specifics', () => {
       expect(() => migrateSqlite(raw, { path, migrations: broken })).toThrow(
         expect.objectContaining({
           code: 'STORE_MIGRATION_FAILED',
-          message: expect.stringMatching(/runs\.db to schema version 2 \(half done\) failed: no such table/),
+          message: expect.stringMatching(
+            new RegExp(`runs\\.db to schema version ${NEXT} \\(half done\\) failed: no such table`),
+          ),
         }),
       );
       expect(raw.prepare("SELECT name FROM sqlite_master WHERE name = 'half_done'").get()).toBeUndefined();
       raw.close();
-      expect(rawVersions(path).map((r) => r.version)).toEqual([1]);
+      expect(rawVersions(path).map((r) => r.version)).toEqual(RELEASED_VERSIONS);
       await expect(open().createRun({ runId: 'a' })).resolves.toMatchObject({ runId: 'a' });
     });
 
@@ -474,109 +480,114 @@ describe('SqliteRunStore specifics', () => {
       return child;
     }
 
-    it('three worker processes and this one write at once: nothing lost, seqs unique and gap-free, no SQLITE_BUSY', async () => {
-      const contested = 200;
-      const workers = ['w0', 'w1', 'w2'];
-      const children = workers.map((w) => startWriter(['hammer', path, w, String(contested)]));
-      await Promise.all(children.map((c) => c.line('loaded')));
-      // The file does not exist yet: all four processes race to create and migrate it.
-      for (const c of children) c.process.stdin.write('open\n');
-      const store = open();
-      await Promise.all(children.map((c) => c.line('ready')));
-      expect(rawVersions(path).map((r) => r.version)).toEqual([SQLITE_SCHEMA_VERSION]);
+    // Four processes on two cores: generous on a loaded machine.
+    it(
+      'three worker processes and this one write at once: nothing lost, seqs unique and gap-free, no SQLITE_BUSY',
+      { timeout: 60_000 },
+      async () => {
+        const contested = 200;
+        const workers = ['w0', 'w1', 'w2'];
+        const children = workers.map((w) => startWriter(['hammer', path, w, String(contested)]));
+        await Promise.all(children.map((c) => c.line('loaded')));
+        // The file does not exist yet: all four processes race to create and migrate it.
+        for (const c of children) c.process.stdin.write('open\n');
+        const store = open();
+        await Promise.all(children.map((c) => c.line('ready')));
+        expect(rawVersions(path).map((r) => r.version)).toEqual(RELEASED_VERSIONS);
 
-      const ids = Array.from({ length: contested }, (_, i) => `c-${String(i).padStart(4, '0')}`);
-      for (const runId of [...ids, 'shared', 'own-parent', ...workers.map((w) => `own-${w}`)]) {
-        await store.createRun({ runId });
-      }
-      const subscribed: RunEvent[] = [];
-      store.subscribe((e) => subscribed.push(e));
-      const started = performance.now();
-      for (const c of children) c.process.stdin.end('go\n');
-
-      // Meanwhile this process writes too, and follows the tail the way the monitor does.
-      const followed: RunEvent[] = [];
-      const follow = async () => {
-        for (;;) {
-          const page = await store.readEventsAfter(followed.at(-1)?.seq ?? 0, 100);
-          if (page.length === 0) return;
-          followed.push(...page);
+        const ids = Array.from({ length: contested }, (_, i) => `c-${String(i).padStart(4, '0')}`);
+        for (const runId of [...ids, 'shared', 'own-parent', ...workers.map((w) => `own-${w}`)]) {
+          await store.createRun({ runId });
         }
-      };
-      const parentApplied: string[] = [];
-      let parentAppended = 0;
-      for (let i = contested - 1; i >= 0; i--) {
-        const runId = ids[i]!;
-        for (const to of ['STARTING', 'STARTED', 'SUCCESS'] as RunStatus[]) {
-          if (await store.transition(runId, { to, message: `parent moved ${runId} to ${to}` })) {
-            parentApplied.push(`${runId}:${to}`);
+        const subscribed: RunEvent[] = [];
+        store.subscribe((e) => subscribed.push(e));
+        const started = performance.now();
+        for (const c of children) c.process.stdin.end('go\n');
+
+        // Meanwhile this process writes too, and follows the tail the way the monitor does.
+        const followed: RunEvent[] = [];
+        const follow = async () => {
+          for (;;) {
+            const page = await store.readEventsAfter(followed.at(-1)?.seq ?? 0, 100);
+            if (page.length === 0) return;
+            followed.push(...page);
           }
+        };
+        const parentApplied: string[] = [];
+        let parentAppended = 0;
+        for (let i = contested - 1; i >= 0; i--) {
+          const runId = ids[i]!;
+          for (const to of ['STARTING', 'STARTED', 'SUCCESS'] as RunStatus[]) {
+            if (await store.transition(runId, { to, message: `parent moved ${runId} to ${to}` })) {
+              parentApplied.push(`${runId}:${to}`);
+            }
+          }
+          await store.appendEvent('own-parent', { type: 'ENGINE_EVENT', message: `parent ${i}` });
+          parentAppended += 1;
+          await store.incrementResumeAttempts('shared');
+          await follow();
+          // Let the children's pipes and exit events through.
+          await new Promise((resolve) => setImmediate(resolve));
         }
-        await store.appendEvent('own-parent', { type: 'ENGINE_EVENT', message: `parent ${i}` });
-        parentAppended += 1;
-        await store.incrementResumeAttempts('shared');
+        const results = await Promise.all(children.map((c) => c.exited));
+        const elapsedMs = performance.now() - started;
         await follow();
-        // Let the children's pipes and exit events through.
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-      const results = await Promise.all(children.map((c) => c.exited));
-      const elapsedMs = performance.now() - started;
-      await follow();
 
-      for (const r of results) {
-        expect(r.code, r.stderr).toBe(0);
-        // Other Node versions may print warnings; an error (SQLITE_BUSY above all) must not appear.
-        expect(r.stderr).not.toMatch(/error|busy/i);
-      }
-      const reports = results.map(
-        (r) => JSON.parse(r.lines.at(-1)!) as { applied: string[]; appended: number; increments: number },
-      );
+        for (const r of results) {
+          expect(r.code, r.stderr).toBe(0);
+          // Other Node versions may print warnings; an error (SQLITE_BUSY above all) must not appear.
+          expect(r.stderr).not.toMatch(/error|busy/i);
+        }
+        const reports = results.map(
+          (r) => JSON.parse(r.lines.at(-1)!) as { applied: string[]; appended: number; increments: number },
+        );
 
-      const all = await readAll(store);
-      // The follower, reading while everyone wrote, saw exactly the final log: no event skipped or repeated.
-      expect(followed).toEqual(all);
-      expectContiguous(all.map((e) => e.seq));
-      expect(all[0]!.seq).toBe(1);
+        const all = await readAll(store);
+        // The follower, reading while everyone wrote, saw exactly the final log: no event skipped or repeated.
+        expect(followed).toEqual(all);
+        expectContiguous(all.map((e) => e.seq));
+        expect(all[0]!.seq).toBe(1);
 
-      // Every transition of every contested run was won by exactly one process.
-      const applied = [...parentApplied, ...reports.flatMap((r) => r.applied)];
-      expect(applied.sort()).toEqual(
-        ids.flatMap((id) => [`${id}:STARTED`, `${id}:STARTING`, `${id}:SUCCESS`]).sort(),
-      );
-      const statusEvents = all.filter((e) => e.type !== 'ENGINE_EVENT');
-      expect(statusEvents).toHaveLength(applied.length);
-      for (const id of ids.slice(0, 5)) {
-        expect((await store.getEvents(id)).map((e) => e.type)).toEqual([
-          'RUN_STARTING',
-          'RUN_START',
-          'RUN_SUCCESS',
-        ]);
-      }
-      expect(await store.listRuns({ statuses: ['SUCCESS'] })).toHaveLength(contested);
+        // Every transition of every contested run was won by exactly one process.
+        const applied = [...parentApplied, ...reports.flatMap((r) => r.applied)];
+        expect(applied.sort()).toEqual(
+          ids.flatMap((id) => [`${id}:STARTED`, `${id}:STARTING`, `${id}:SUCCESS`]).sort(),
+        );
+        const statusEvents = all.filter((e) => e.type !== 'ENGINE_EVENT');
+        expect(statusEvents).toHaveLength(applied.length);
+        for (const id of ids.slice(0, 5)) {
+          expect((await store.getEvents(id)).map((e) => e.type)).toEqual([
+            'RUN_STARTING',
+            'RUN_START',
+            'RUN_SUCCESS',
+          ]);
+        }
+        expect(await store.listRuns({ statuses: ['SUCCESS'] })).toHaveLength(contested);
 
-      const engine = all.filter((e) => e.type === 'ENGINE_EVENT');
-      expect(engine).toHaveLength(parentAppended + reports.reduce((n, r) => n + r.appended, 0));
-      for (const w of workers) {
-        expect((await store.getEvents(`own-${w}`)).map((e) => e.data)).toEqual(ids.map((_, i) => ({ i })));
-      }
-      // Read-modify-write across processes loses no increment.
-      const increments = contested + reports.reduce((n, r) => n + r.increments, 0);
-      expect((await store.getRun('shared'))!.resumeAttempts).toBe(increments);
+        const engine = all.filter((e) => e.type === 'ENGINE_EVENT');
+        expect(engine).toHaveLength(parentAppended + reports.reduce((n, r) => n + r.appended, 0));
+        for (const w of workers) {
+          expect((await store.getEvents(`own-${w}`)).map((e) => e.data)).toEqual(ids.map((_, i) => ({ i })));
+        }
+        // Read-modify-write across processes loses no increment.
+        const increments = contested + reports.reduce((n, r) => n + r.increments, 0);
+        expect((await store.getRun('shared'))!.resumeAttempts).toBe(increments);
 
-      // subscribe saw this process's writes only, in order.
-      expect(subscribed).toEqual(
-        all.filter((e) => e.runId === 'own-parent' || e.message.startsWith('parent')),
-      );
+        // subscribe saw this process's writes only, in order.
+        expect(subscribed).toEqual(
+          all.filter((e) => e.runId === 'own-parent' || e.message.startsWith('parent')),
+        );
 
-      // The writers really ran at the same time: their events interleave rather than come in blocks.
-      const writerOf = (e: RunEvent) => (e.type === 'ENGINE_EVENT' ? e.runId : e.message.split(' ')[0]);
-      let switches = 0;
-      for (let i = 1; i < all.length; i++) if (writerOf(all[i]!) !== writerOf(all[i - 1]!)) switches += 1;
-      expect(switches).toBeGreaterThan(workers.length + 1);
-      console.info(
-        `sqlite hammer: ${all.length} events + ${increments} increments from 4 processes in ${elapsedMs.toFixed(0)} ms, ${switches} writer switches`,
-      );
-    });
+        // The writers really ran at the same time: their events interleave rather than come in blocks.
+        const writerOf = (e: RunEvent) => (e.type === 'ENGINE_EVENT' ? e.runId : e.message.split(' ')[0]);
+        let switches = 0;
+        for (let i = 1; i < all.length; i++) if (writerOf(all[i]!) !== writerOf(all[i - 1]!)) switches += 1;
+        expect(switches).toBeGreaterThan(workers.length + 1);
+        console.info(
+          `sqlite hammer: ${all.length} events + ${increments} increments from 4 processes in ${elapsedMs.toFixed(0)} ms, ${switches} writer switches`,
+        );
+      },
+    );
 
     it('a writer holding the lock past busyTimeoutMs gives a clear STORE_BUSY; within the timeout the write waits and succeeds', async () => {
       const patient = open(); // default busy timeout (5 s)

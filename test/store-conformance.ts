@@ -546,6 +546,37 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
       });
     });
 
+    describe('heartbeat', () => {
+      it('sets heartbeatAt (and progressAt with progress) without an event or a new updatedAt', async () => {
+        const started = await runIn('STARTED', 'run-1');
+        const seq = await store.latestSeq();
+        clock.set(50_000);
+        const beat = await store.heartbeat('run-1');
+        expect(beat).toMatchObject({ status: 'STARTED', heartbeatAt: 50_000, updatedAt: started.updatedAt });
+        expect(beat.progressAt).toBeUndefined();
+        const progress = await store.heartbeat('run-1', { at: 60_000, progress: true });
+        expect(progress).toMatchObject({ heartbeatAt: 60_000, progressAt: 60_000 });
+        await store.heartbeat('run-1', { at: 70_000 });
+        expect(await store.getRun('run-1')).toMatchObject({ heartbeatAt: 70_000, progressAt: 60_000 });
+        expect(await store.latestSeq()).toBe(seq);
+        expect((await store.listRuns({ statuses: ['STARTED'] }))[0]).toEqual(await store.getRun('run-1'));
+      });
+
+      it('leaves a run that has ended as it is', async () => {
+        const ended = await runIn('SUCCESS', 'run-1');
+        expect(await store.heartbeat('run-1', { at: 99_000, progress: true })).toEqual(ended);
+        expect(await store.getRun('run-1')).toEqual(ended);
+      });
+
+      it('refuses an unknown run and a bad timestamp', async () => {
+        await expect(store.heartbeat('nope')).rejects.toBeInstanceOf(RunNotFoundError);
+        await runIn('STARTED', 'run-1');
+        await expect(store.heartbeat('run-1', { at: Number.NaN })).rejects.toThrow(/at/);
+        await expect(store.heartbeat('run-1', 'now' as never)).rejects.toThrow(/heartbeat/i);
+        expect((await store.getRun('run-1'))?.heartbeatAt).toBeUndefined();
+      });
+    });
+
     describe('listRuns', () => {
       // Mixed case on purpose: runs are listed in plain code-unit order ('B' < 'a'), never a locale's collation.
       const ids = ['run-c', 'run-a', 'run-B', 'run-e', 'run-d'];
@@ -583,6 +614,29 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
         ).toEqual(['run-a', 'run-c', 'run-d', 'run-e']);
         expect(await store.listRuns({ statuses: ['FAILURE'] })).toEqual([]);
         expect(await store.listRuns({ statuses: [] })).toEqual([]);
+      });
+
+      it('filters by tags: every given tag, with exactly the given value', async () => {
+        await store.setTags('run-c', { 'team/x': 'a', 'runwarden/terminate_pending': 'true' });
+        await store.setTags('run-e', { 'team/x': 'b' });
+        await store.setTags('run-B', { 'team/x': 'a', 'runwarden/terminate_pending': 'false' });
+        const ids = async (filter: Parameters<RunStore['listRuns']>[0]) =>
+          (await store.listRuns(filter)).map((r) => r.runId);
+        expect(await ids({ tags: { 'team/x': 'a' } })).toEqual(['run-B', 'run-c']);
+        expect(await ids({ tags: { 'team/x': 'a', 'runwarden/terminate_pending': 'true' } })).toEqual([
+          'run-c',
+        ]);
+        expect(await ids({ tags: { 'team/x': 'a' }, statuses: ['SUCCESS'] })).toEqual(['run-B']);
+        expect(await ids({ tags: { 'team/x': 'a' }, afterRunId: 'run-B', limit: 1 })).toEqual(['run-c']);
+        expect(await ids({ tags: { 'team/x': '' } })).toEqual([]);
+        expect(await ids({ tags: { 'no/such': 'a' } })).toEqual([]);
+        // A key that looks like a JSON path is only a key.
+        await store.setTags('run-d', { 'a.b': '1', $: '2' });
+        expect(await ids({ tags: { 'a.b': '1', $: '2' } })).toEqual(['run-d']);
+        expect(await ids({ tags: {} })).toEqual(sorted);
+        await expect(store.listRuns({ tags: { 'team/x': 1 as unknown as string } })).rejects.toThrow(
+          InvalidTagsError,
+        );
       });
 
       it('applies limit after the status filter', async () => {

@@ -98,10 +98,22 @@ storeOptions(
     .command('events')
     .description("show a run's event log, oldest first")
     .argument('<run-id>', 'the run')
-    .option('--json', 'print the events as a JSON array'),
+    .option('--json', 'print the events as a JSON array (with --follow: one JSON object a line)')
+    .option('-f, --follow', 'keep printing events as they are written; exit when the run has ended'),
 ).action(async (runId: string, options) => {
   const { eventsCommand } = await import('./commands.js');
   await eventsCommand(runId, options);
+});
+
+storeOptions(
+  program
+    .command('logs')
+    .description("print a run's worker log file (stdout and stderr of every attempt)")
+    .argument('<run-id>', 'the run')
+    .option('-f, --follow', 'keep printing as the log grows; exit when the run has ended'),
+).action(async (runId: string, options) => {
+  const { logsCommand } = await import('./commands.js');
+  await logsCommand(runId, options);
 });
 
 storeOptions(

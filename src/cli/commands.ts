@@ -3,7 +3,9 @@
 // and cancel() — so the deadlines they create are enforced by whichever `runwarden monitor` is running.
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { formatTable, oneLine, time, UsageError } from './output.js';
+import { duration, formatTable, oneLine, padEnd, time, UsageError } from './output.js';
+import { copyFrom, followEvents, followFile, stopOnSignals, writeOut } from './follow.js';
+import { heartbeatPath, isMonitorWatching, startHeartbeat } from './watchers.js';
 import {
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
@@ -17,7 +19,16 @@ import type { RunMonitorOptions } from '../monitor/monitor.js';
 import { COMMAND_TAG, ProcessRunLauncher, WRAP_TAG } from '../launchers/process/process-launcher.js';
 import { SqliteRunStore } from '../stores/sqlite/sqlite-store.js';
 import { parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
-import { isTerminal, RUN_STATUSES, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
+import {
+  isTerminal,
+  RUN_EVENT_TYPES,
+  RUN_STATUSES,
+  type RunEvent,
+  type RunRecord,
+  type RunStatus,
+  statusOfEvent,
+  TAGS,
+} from '../core/types.js';
 
 export interface StoreOptions {
   config?: string;
@@ -121,8 +132,23 @@ export async function monitorCommand(options: StoreOptions & { logLevel?: string
   // The monitor's own timers keep the process alive; this covers `enabled: false`.
   const keepAlive = setInterval(() => {}, 1 << 30);
 
+  let heartbeat: { stop(): void } | undefined;
+  // Every status change of every run, also those workers write: the monitor's own decisions say why.
+  monitor.subscribe((event) => {
+    const status = statusOfEvent(event.type);
+    if (status)
+      logger.info({ runId: event.runId, status, seq: event.seq }, `Run ${status}: ${event.message}`);
+  });
   try {
     await monitor.start();
+    // Tells `runwarden launch` that a monitor watches this store. A disabled monitor watches nothing.
+    if (config.monitor.enabled) {
+      const path = config.storage.sqlite.path;
+      heartbeat = startHeartbeat(path, {
+        onError: (err) =>
+          logger.warn({ err, path: heartbeatPath(path) }, 'Could not write the monitor heartbeat file.'),
+      });
+    }
     logger.info(
       {
         store: config.storage.sqlite.path,
@@ -133,11 +159,13 @@ export async function monitorCommand(options: StoreOptions & { logLevel?: string
     );
     const signal = await stopping;
     logger.info({ signal }, 'Stopping the monitor (run workers keep running).');
+    heartbeat?.stop();
     // A second signal while stopping: give up waiting.
     process.once('SIGTERM', () => process.exit(143));
     process.once('SIGINT', () => process.exit(130));
     await monitor.stop();
   } finally {
+    heartbeat?.stop();
     clearInterval(keepAlive);
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
@@ -167,11 +195,30 @@ export async function launchCommand(
   await closing(store, async () => {
     const launcher = makeLauncher(config, store);
     const monitor = await newMonitor({ store, launcher, config: config.monitor });
+    const watched = await isMonitorWatching(store);
     const run = await store.createRun({ runId: options.runId, tags });
     const launched = await monitor.launch(run.runId);
     if (options.json) print(JSON.stringify({ ...launched, logPath: launcher.logPath(run.runId) }, null, 2));
     else print(launched.runId);
+    if (!watched) {
+      warn(
+        `no runwarden monitor is watching ${store.path}: run ${run.runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: ${monitorInvocation(config, options)}`,
+      );
+    }
   });
+}
+
+/** The `runwarden monitor` command line that watches the store these options name. */
+function monitorInvocation(config: RunwardenFileConfig, options: StoreOptions): string {
+  const words = ['runwarden', 'monitor'];
+  if (config.file !== undefined) words.push('--config', config.file);
+  if (options.store !== undefined) words.push('--store', `sqlite:${config.storage.sqlite.path}`);
+  return words.map(shellWord).join(' ');
+}
+
+/** `word` as typed in a shell: as is when it is plain, else quoted. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : JSON.stringify(word);
 }
 
 /** The tag Dagster users paste from their runs; Runwarden does not read it. */
@@ -218,8 +265,15 @@ export async function runsCommand(
     all.sort((a, b) => b.createdAt - a.createdAt || (a.runId < b.runId ? -1 : 1));
     return all.slice(0, options.limit ?? 50);
   });
+  const now = Date.now();
   if (options.json) {
-    print(JSON.stringify(runs, null, 2));
+    print(
+      JSON.stringify(
+        runs.map((run) => withDuration(run, now)),
+        null,
+        2,
+      ),
+    );
     return;
   }
   if (runs.length === 0) {
@@ -228,17 +282,31 @@ export async function runsCommand(
   }
   print(
     formatTable(
-      ['RUN ID', 'STATUS', 'RESUMES', 'FAILURE REASON', 'CREATED', 'COMMAND'],
+      ['RUN ID', 'STATUS', 'RESUMES', 'FAILURE REASON', 'CREATED', 'ENDED', 'DURATION', 'COMMAND'],
       runs.map((run) => [
         run.runId,
         run.status,
         String(run.resumeAttempts),
         run.tags[TAGS.failureReason] ?? '-',
         time(run.createdAt),
+        time(run.endedAt),
+        duration(runDuration(run, now)),
         commandText(run.tags[COMMAND_TAG]),
       ]),
     ),
   );
+}
+
+/** How long the run has run: from STARTED to its end, or to `now` while it goes; undefined if it never started. */
+function runDuration(run: RunRecord, now: number): number | undefined {
+  if (run.startedAt === undefined) return undefined;
+  return (run.endedAt ?? now) - run.startedAt;
+}
+
+/** The record with `durationMs` (see runDuration) for --json; absent when the run never started. */
+function withDuration(run: RunRecord, now: number): RunRecord & { durationMs?: number } {
+  const ms = runDuration(run, now);
+  return ms === undefined ? run : { ...run, durationMs: ms };
 }
 
 function parseStatuses(values: string[]): RunStatus[] | undefined {
@@ -270,10 +338,14 @@ function commandText(tag: string | undefined): string {
 
 export async function eventsCommand(
   runId: string,
-  options: StoreOptions & { json?: boolean },
+  options: StoreOptions & { json?: boolean; follow?: boolean },
 ): Promise<void> {
   const config = resolveConfig(options);
   const store = openExisting(config);
+  if (options.follow) {
+    await closing(store, () => followEventsOf(store, runId, options.json === true));
+    return;
+  }
   const events = await closing(store, () => store.getEvents(runId));
   if (options.json) {
     print(JSON.stringify(events, null, 2));
@@ -285,6 +357,76 @@ export async function eventsCommand(
       events.map((event) => [String(event.seq), time(event.at), event.type, oneLine(event.message)]),
     ),
   );
+}
+
+const TYPE_WIDTH = Math.max(...RUN_EVENT_TYPES.map((type) => type.length));
+
+/** events --follow: the table (fixed column widths, as rows come one by one) or one JSON object a line. */
+async function followEventsOf(store: SqliteRunStore, runId: string, json: boolean): Promise<void> {
+  if (!(await store.getRun(runId))) throw new RunNotFoundError(runId);
+  // Room for the seqs of the next few orders of magnitude; a longer one just pushes its row's columns.
+  const widths = [Math.max(3, String(await store.latestSeq()).length + 1), 24, TYPE_WIDTH];
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : padEnd(cell, widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  const stop = stopOnSignals();
+  try {
+    if (!json) await writeOut(`${line(['SEQ', 'TIME', 'TYPE', 'MESSAGE'])}\n`);
+    const onEvent = (event: RunEvent) =>
+      writeOut(
+        `${json ? JSON.stringify(event) : line([String(event.seq), time(event.at), event.type, oneLine(event.message)])}\n`,
+      );
+    await followEvents(store, runId, { signal: stop.signal, onEvent });
+  } finally {
+    stop.dispose();
+  }
+}
+
+// --- logs ------------------------------------------------------------------------------------------------
+
+/** After its end, a run's worker may still be writing its last lines while it exits; wait at most this long. */
+const WORKER_EXIT_WAIT_MS = 5_000;
+
+export async function logsCommand(
+  runId: string,
+  options: StoreOptions & { follow?: boolean },
+): Promise<void> {
+  const config = resolveConfig(options);
+  const store = openExisting(config);
+  await closing(store, async () => {
+    const run = await store.getRun(runId);
+    if (!run) throw new RunNotFoundError(runId);
+    const launcher = makeLauncher(config, store);
+    const path = launcher.logPath(runId);
+    if (!existsSync(path)) {
+      const why =
+        run.status === 'NOT_STARTED' || run.status === 'QUEUED'
+          ? `its worker has not been launched yet (${run.status})`
+          : `its worker was not started by this configuration's process launcher (launcher.process.log_dir is ${config.launcher.process.logDir})`;
+      throw new RunwardenError('LOG_NOT_FOUND', `No log file for run ${runId} at ${path}: ${why}.`);
+    }
+    if (!options.follow) {
+      await copyFrom(path, 0, { write: writeOut });
+      return;
+    }
+    const stop = stopOnSignals();
+    let endedAt: number | undefined;
+    const ended = async () => {
+      const current = await store.getRun(runId);
+      if (!current || !isTerminal(current.status)) return false;
+      endedAt ??= Date.now();
+      if (Date.now() - endedAt >= WORKER_EXIT_WAIT_MS) return true;
+      const health = await launcher.checkHealth(current).catch(() => undefined);
+      return health?.status !== 'RUNNING';
+    };
+    try {
+      await followFile(path, { signal: stop.signal, write: writeOut, ended });
+    } finally {
+      stop.dispose();
+    }
+  });
 }
 
 // --- cancel ----------------------------------------------------------------------------------------------

@@ -94,3 +94,16 @@ export function painter(enabled: boolean): Paint {
 export function time(ms: number | undefined): string {
   return ms === undefined ? '-' : new Date(ms).toISOString();
 }
+
+/** A duration for people: `850ms`, `42s`, `1m 05s`, `2h 03m`, `3d 04h`; '-' when there is none. */
+export function duration(ms: number | undefined): string {
+  if (ms === undefined || !Number.isFinite(ms)) return '-';
+  const total = Math.max(0, Math.floor(ms));
+  if (total < 1000) return `${total}ms`;
+  const s = Math.floor(total / 1000);
+  const two = (n: number) => String(n).padStart(2, '0');
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${two(s % 60)}s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${two(Math.floor(s / 60) % 60)}m`;
+  return `${Math.floor(s / 86_400)}d ${two(Math.floor(s / 3600) % 24)}h`;
+}

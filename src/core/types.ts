@@ -100,6 +100,17 @@ export interface RunRecord {
   cancelingAt?: number;
   endedAt?: number;
   resumeAttempts: number;
+  /** The worker's latest heartbeat (RunStore.heartbeat); absent until it sends one. */
+  heartbeatAt?: number;
+  /** The worker's latest sign of progress (a heartbeat with `progress`); absent until it reports one. */
+  progressAt?: number;
+}
+
+export interface HeartbeatInput {
+  /** Epoch ms; default: the store's clock. */
+  at?: number;
+  /** Also a sign of progress (a step started or finished, a line of output): sets `progressAt` too. */
+  progress?: boolean;
 }
 
 export interface RunEvent {
@@ -161,6 +172,11 @@ export interface RunStore {
   incrementResumeAttempts(runId: string): Promise<number>;
   /** Merges tags into the run without a status change (launchers record worker identity this way). */
   setTags(runId: string, tags: Record<string, string>): Promise<RunRecord>;
+  /**
+   * A worker's sign of life: sets `heartbeatAt` (and `progressAt` with `progress`) without appending an event
+   * or moving `updatedAt`. A run that has ended is left as it is. Resolves the record.
+   */
+  heartbeat(runId: string, beat?: HeartbeatInput): Promise<RunRecord>;
   /** This process's writes, delivered at once. Returns the unsubscribe function. */
   subscribe(listener: (event: RunEvent) => void): () => void;
   /** Everyone's writes, oldest first: the tail other processes follow. */

@@ -57,6 +57,8 @@ export function providedRunMachine(host: MonitorHost) {
         store.incrementResumeAttempts(runId),
       ),
       terminateWorker: effect<TerminateInput, boolean>('launcher', async ({ runId, journaled }) => {
+        // Until the worker is confirmed gone, the journal stays and the next poll tries again.
+        if (journaled) host.pendingTerminations = true;
         const gone = await launcher.terminate(await mustGetRun(host, runId));
         if (gone && journaled) await clearTerminatePending(host, runId);
         return gone;

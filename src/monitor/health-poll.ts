@@ -91,24 +91,33 @@ export async function finishPendingTerminations(
   host: MonitorHost,
   stopped: () => boolean = () => false,
 ): Promise<void> {
+  // Listing every failed run is not free with many of them: look only when there may be something to do.
+  if (!host.pendingTerminations) return;
+  host.pendingTerminations = false;
+  let unfinished = false;
   for await (const page of pagesOf(host, ['FAILURE'], { [TAGS.terminatePending]: 'true' })) {
     for (const run of page) {
-      if (stopped()) return;
+      if (stopped()) {
+        host.pendingTerminations = true;
+        return;
+      }
       // A store written before the tags filter existed may ignore it: never terminate an unjournaled run.
       if (run.tags[TAGS.terminatePending] !== 'true') continue;
-      await finishPendingTermination(host, run);
+      if (!(await finishPendingTermination(host, run))) unfinished = true;
     }
   }
+  if (unfinished) host.pendingTerminations = true;
 }
 
-async function finishPendingTermination(host: MonitorHost, run: RunRecord): Promise<void> {
+/** Resolves whether the worker is confirmed gone. */
+async function finishPendingTermination(host: MonitorHost, run: RunRecord): Promise<boolean> {
   const log = runLogger(host, run.runId);
   let problem: string;
   try {
     if (await callLauncher(host, 'terminate', () => host.launcher.terminate(run))) {
       await clearTerminatePending(host, run.runId);
       log.info('Finished terminating the worker of a run that failed to start.');
-      return;
+      return true;
     }
     problem = 'the launcher reported the worker is still there';
   } catch (error) {
@@ -118,6 +127,7 @@ async function finishPendingTermination(host: MonitorHost, run: RunRecord): Prom
     { problem },
     `Could not terminate the worker of a failed run (${problem}); retrying at the next poll.`,
   );
+  return false;
 }
 
 /** Every run in `statuses` (and with `tags`, when given), a page at a time, in runId order. */

@@ -15,6 +15,11 @@ export interface MonitorHost {
   clock: Clock;
   logger: MonitorLogger;
   tracker: EffectTracker;
+  /**
+   * Whether the store may hold journaled terminations (TAGS.terminatePending) this monitor has not finished:
+   * true at start and after a terminate that did not confirm the worker gone, so a poll looks only then.
+   */
+  pendingTerminations: boolean;
 }
 
 export function runLogger(host: MonitorHost, runId: string): MonitorLogger {

@@ -75,6 +75,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     clock: options.clock ?? realClock,
     logger,
     tracker: new EffectTracker(),
+    pendingTerminations: true,
   };
 
   const providedShard = shardMachine.provide({
@@ -139,6 +140,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     loading = new Promise<void>((resolve) => {
       loaded = resolve;
     });
+    host.pendingTerminations = true;
     supervisor.start();
     try {
       await load();

@@ -11,6 +11,7 @@ import {
   ALLOWED_MOVES,
   type CreateRunInput,
   type EngineEventInput,
+  type HeartbeatInput,
   isTerminal,
   RUN_STATUSES,
   type RunEvent,
@@ -130,6 +131,19 @@ export function planSetTags(current: RunRecord, tags: Record<string, string>, no
   const record = copyRecord(current);
   mergeTags(record.tags, copyTags(tags));
   record.updatedAt = now;
+  return record;
+}
+
+/** The record after a heartbeat, or undefined when the run has ended (a late heartbeat changes nothing). */
+export function planHeartbeat(current: RunRecord, beat: HeartbeatInput, now: number): RunRecord | undefined {
+  if (beat === null || typeof beat !== 'object') {
+    throw new RunwardenError('INVALID_HEARTBEAT', `A heartbeat must be an object; got ${describe(beat)}.`);
+  }
+  const at = beat.at === undefined ? now : validateAt(beat.at);
+  if (isTerminal(current.status)) return undefined;
+  const record = copyRecord(current);
+  record.heartbeatAt = at;
+  if (beat.progress === true) record.progressAt = at;
   return record;
 }
 
@@ -260,6 +274,20 @@ export function toRunEvent(event: StoredEvent): RunEvent {
   const out: RunEvent = { runId, seq, at, type, message };
   if (event.dataJson !== undefined) out.data = JSON.parse(event.dataJson);
   return out;
+}
+
+/** The tags a listRuns filter asks for, checked like any tags; undefined when it asks for none. */
+export function wantedTags(tags: unknown): Record<string, string> | undefined {
+  if (tags === undefined) return undefined;
+  const wanted = copyTags(tags);
+  return Object.keys(wanted).length === 0 ? undefined : wanted;
+}
+
+/** Whether a run carries every wanted tag with exactly the wanted value. */
+export function hasTags(record: RunRecord, wanted: Record<string, string> | undefined): boolean {
+  if (!wanted) return true;
+  for (const key in wanted) if (record.tags[key] !== wanted[key]) return false;
+  return true;
 }
 
 /**

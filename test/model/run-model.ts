@@ -52,36 +52,29 @@ export const EFFECTS: Record<string, Effect> = {
   'run.recovering.refreshing': { kind: 'read' },
 };
 
+/** Every check on, with short timeouts. */
+const ALL_ON = {
+  startTimeoutSeconds: 100,
+  cancelTimeoutSeconds: 100,
+  queuedTimeoutSeconds: 100,
+  maxRuntimeSeconds: 1000,
+  maxResumeRunAttempts: 1,
+  unknownHealthTolerance: 1,
+  terminateOnStartTimeout: true,
+  launcherTimeoutSeconds: 30,
+  storeRetrySeconds: 5,
+  pollIntervalSeconds: 1,
+} as const;
+
 /**
  * Three configurations between them take every `choosing` branch: everything on with every deadline ahead
  * when armed, everything on with every deadline already passed when armed (the run's timestamps are old),
  * and everything off.
  */
 export const MODEL_CONFIGS = {
-  allOn: {
-    startTimeoutSeconds: 100,
-    cancelTimeoutSeconds: 100,
-    queuedTimeoutSeconds: 100,
-    maxRuntimeSeconds: 1000,
-    maxResumeRunAttempts: 1,
-    unknownHealthTolerance: 1,
-    terminateOnStartTimeout: true,
-    launcherTimeoutSeconds: 30,
-    storeRetrySeconds: 5,
-    pollIntervalSeconds: 1,
-  },
-  overdue: {
-    startTimeoutSeconds: 100,
-    cancelTimeoutSeconds: 100,
-    queuedTimeoutSeconds: 100,
-    maxRuntimeSeconds: 1000,
-    maxResumeRunAttempts: 1,
-    unknownHealthTolerance: 1,
-    terminateOnStartTimeout: true,
-    launcherTimeoutSeconds: 30,
-    storeRetrySeconds: 5,
-    pollIntervalSeconds: 1,
-  },
+  allOn: ALL_ON,
+  // The same settings; what differs is how old the records are (RECORD_AGE_MS).
+  overdue: ALL_ON,
   allOff: {
     startTimeoutSeconds: 0,
     cancelTimeoutSeconds: 0,

@@ -1,16 +1,19 @@
 import { DuplicateRunError, RunNotFoundError } from '../../core/errors.js';
 import {
   copyRecord,
+  hasTags,
   type ListenerErrorHandler,
   Listeners,
   pageSize,
   planCreate,
   planEngineEvent,
+  planHeartbeat,
   planSetTags,
   planTransition,
   type PlannedEvent,
   type StoredEvent,
   toRunEvent,
+  wantedTags,
 } from '../contract.js';
 import type {
   CreateRunInput,
@@ -21,6 +24,7 @@ import type {
   RunRecord,
   RunStore,
   TransitionChange,
+  HeartbeatInput,
 } from '../../core/types.js';
 
 export interface MemoryRunStoreOptions {
@@ -72,13 +76,14 @@ export class MemoryRunStore implements RunStore {
   async listRuns(filter: ListRunsFilter = {}): Promise<RunRecord[]> {
     const { statuses, limit, afterRunId } = filter;
     const wanted = statuses && new Set(statuses);
+    const tags = wantedTags(filter.tags);
     const max = pageSize(limit);
     const out: RunRecord[] = [];
     // upperBound: runs strictly after afterRunId, whether or not that run exists.
     let i = afterRunId === undefined ? 0 : upperBound(this.sortedIds, afterRunId);
     for (; i < this.sortedIds.length && out.length < max; i++) {
       const record = this.runs.get(this.sortedIds[i]!)!;
-      if (!wanted || wanted.has(record.status)) out.push(copyRecord(record));
+      if ((!wanted || wanted.has(record.status)) && hasTags(record, tags)) out.push(copyRecord(record));
     }
     return out;
   }
@@ -113,6 +118,13 @@ export class MemoryRunStore implements RunStore {
 
   async setTags(runId: string, tags: Record<string, string>): Promise<RunRecord> {
     const record = planSetTags(this.mustGet(runId), tags, this.clock.now());
+    this.runs.set(runId, record);
+    return copyRecord(record);
+  }
+
+  async heartbeat(runId: string, beat: HeartbeatInput = {}): Promise<RunRecord> {
+    const current = this.mustGet(runId);
+    const record = planHeartbeat(current, beat, this.clock.now()) ?? current;
     this.runs.set(runId, record);
     return copyRecord(record);
   }

@@ -6,11 +6,13 @@ import {
   pageSize,
   planCreate,
   planEngineEvent,
+  planHeartbeat,
   planSetTags,
   planTransition,
   type PlannedEvent,
   storeClosedError,
   toRunEvent,
+  wantedTags,
 } from '../contract.js';
 import {
   type CreateRunInput,
@@ -23,6 +25,7 @@ import {
   type RunStatus,
   type RunStore,
   type TransitionChange,
+  type HeartbeatInput,
 } from '../../core/types.js';
 import { openFailure } from './open-error.js';
 
@@ -116,6 +119,14 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = Object.freeze([
       CREATE INDEX events_run ON events (run_id, seq);
     `,
   },
+  {
+    version: 2,
+    description: 'runs.heartbeat_at and runs.progress_at',
+    up: `
+      ALTER TABLE runs ADD COLUMN heartbeat_at INTEGER;  -- epoch ms of the latest heartbeat
+      ALTER TABLE runs ADD COLUMN progress_at INTEGER;   -- epoch ms of the latest sign of progress
+    `,
+  },
 ]);
 
 export const SQLITE_SCHEMA_VERSION: number = SQLITE_MIGRATIONS.at(-1)!.version;
@@ -201,6 +212,8 @@ interface RunRow {
   canceling_at: number | null;
   ended_at: number | null;
   resume_attempts: number;
+  heartbeat_at: number | null;
+  progress_at: number | null;
 }
 
 interface EventRow {
@@ -287,10 +300,14 @@ export class SqliteRunStore implements RunStore {
       // Every run id is non-empty, so '' lists from the start and keeps the query a plain range on the key.
       const after = afterRunId ?? '';
       const max = sqlLimit(size);
+      const wanted = wantedTags(filter.tags);
+      const tags = wanted && JSON.stringify(wanted);
       const rows = (
-        statuses
-          ? this.sql.listRunsByStatus.all(JSON.stringify(statuses), after, max)
-          : this.sql.listRuns.all(after, max)
+        tags
+          ? this.sql.listRunsByStatusAndTags.all(JSON.stringify(statuses ?? RUN_STATUSES), tags, after, max)
+          : statuses
+            ? this.sql.listRunsByStatus.all(JSON.stringify(statuses), after, max)
+            : this.sql.listRuns.all(after, max)
       ) as RunRow[];
       return rows.map(toRecord);
     });
@@ -366,6 +383,19 @@ export class SqliteRunStore implements RunStore {
         const record = planSetTags(toRecord(row), tags, this.clock.now());
         this.sql.updateTags.run(JSON.stringify(record.tags), record.updatedAt, runId);
         return { result: record, events: [] };
+      }),
+    );
+  }
+
+  async heartbeat(runId: string, beat: HeartbeatInput = {}): Promise<RunRecord> {
+    return this.guard(() =>
+      this.write(() => {
+        const row = this.sql.getRun.get(runId) as RunRow | undefined;
+        if (!row) throw new RunNotFoundError(runId);
+        const current = toRecord(row);
+        const record = planHeartbeat(current, beat, this.clock.now());
+        if (record) this.sql.updateHeartbeat.run(record.heartbeatAt, record.progressAt ?? null, runId);
+        return { result: record ?? current, events: [] };
       }),
     );
   }
@@ -456,7 +486,7 @@ function sqlLimit(size: number): number {
 
 function prepareStatements(db: Database.Database) {
   const runColumns =
-    'run_id, status, tags, created_at, updated_at, queued_at, launched_at, started_at, canceling_at, ended_at, resume_attempts';
+    'run_id, status, tags, created_at, updated_at, queued_at, launched_at, started_at, canceling_at, ended_at, resume_attempts, heartbeat_at, progress_at';
   return {
     // DO NOTHING + RETURNING: no row back means the id was taken.
     insertRun: db.prepare(
@@ -471,11 +501,22 @@ function prepareStatements(db: Database.Database) {
        WHERE status IN (SELECT value FROM json_each(?)) AND run_id > ?
        ORDER BY run_id LIMIT ?`,
     ),
+    // Every wanted tag present with exactly the wanted value.
+    listRunsByStatusAndTags: db.prepare(
+      `SELECT ${runColumns} FROM runs
+       WHERE status IN (SELECT value FROM json_each(?))
+         AND NOT EXISTS (SELECT 1 FROM json_each(?) AS want
+                         WHERE NOT EXISTS (SELECT 1 FROM json_each(runs.tags) AS have
+                                           WHERE have.key = want.key AND have.value = want.value))
+         AND run_id > ?
+       ORDER BY run_id LIMIT ?`,
+    ),
     updateRun: db.prepare(
       `UPDATE runs SET status = ?, tags = ?, updated_at = ?, queued_at = ?, launched_at = ?, started_at = ?,
        canceling_at = ?, ended_at = ? WHERE run_id = ?`,
     ),
     updateTags: db.prepare('UPDATE runs SET tags = ?, updated_at = ? WHERE run_id = ?'),
+    updateHeartbeat: db.prepare('UPDATE runs SET heartbeat_at = ?, progress_at = ? WHERE run_id = ?'),
     incrementResumeAttempts: db.prepare(
       'UPDATE runs SET resume_attempts = resume_attempts + 1, updated_at = ? WHERE run_id = ? RETURNING resume_attempts',
     ),
@@ -513,6 +554,8 @@ function toRecord(row: RunRow): RunRecord {
   if (row.started_at !== null) record.startedAt = row.started_at;
   if (row.canceling_at !== null) record.cancelingAt = row.canceling_at;
   if (row.ended_at !== null) record.endedAt = row.ended_at;
+  if (row.heartbeat_at !== null) record.heartbeatAt = row.heartbeat_at;
+  if (row.progress_at !== null) record.progressAt = row.progress_at;
   return record;
 }
 
