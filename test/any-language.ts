@@ -38,7 +38,13 @@ export interface WorkerSetup {
 }
 
 export async function setupWorkers(
-  options: { config?: Partial<MonitorConfig>; wrap?: boolean; start?: boolean } = {},
+  options: {
+    config?: Partial<MonitorConfig>;
+    wrap?: boolean;
+    start?: boolean;
+    /** Added to every worker's environment. */
+    env?: Record<string, string>;
+  } = {},
 ): Promise<WorkerSetup> {
   const dir = tempDir('runwarden-any-language-');
   const dbPath = join(dir.path, 'runs.db');
@@ -49,7 +55,7 @@ export async function setupWorkers(
     store,
     command: ['false'],
     logDir: join(dir.path, 'logs'),
-    env: { PATH: env.PATH },
+    env: { ...options.env, PATH: env.PATH },
     storeEnv: { RUNWARDEN_STORE: storeUrl },
     terminateGraceMs: 5000,
     killWaitMs: 2000,

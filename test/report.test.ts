@@ -129,6 +129,46 @@ describe('runwarden report', () => {
     expect((await store.getRun(notLaunched))!.status).toBe('NOT_STARTED');
   });
 
+  it('heartbeat sets heartbeatAt, progress sets progressAt too, without an event; a message is logged', async () => {
+    const runId = await runIn(['STARTING', 'STARTED']);
+    const before = await store.latestSeq();
+    expect((await report(runId, 'heartbeat')).code).toBe(0);
+    const beat = (await store.getRun(runId))!;
+    expect(beat.heartbeatAt).toBeGreaterThanOrEqual(beat.startedAt!);
+    expect(beat.progressAt).toBeUndefined();
+    expect(await store.latestSeq()).toBe(before);
+
+    expect((await report(runId, 'progress')).code).toBe(0);
+    const progressed = (await store.getRun(runId))!;
+    expect(progressed.progressAt).toBeGreaterThanOrEqual(beat.heartbeatAt!);
+    expect(progressed.heartbeatAt).toBe(progressed.progressAt);
+    expect(await store.latestSeq()).toBe(before);
+
+    expect((await report(runId, 'progress', '--message', '40 of 100 files')).code).toBe(0);
+    expect((await store.getEvents(runId)).at(-1)).toMatchObject({
+      type: 'ENGINE_EVENT',
+      message: '40 of 100 files',
+    });
+  });
+
+  it('a heartbeat or progress for a run that has ended is refused (exit 1): its worker should stop', async () => {
+    const runId = await runIn(['STARTING', 'STARTED', 'SUCCESS']);
+    const before = await store.latestSeq();
+    const [beat, progress] = await Promise.all([
+      report(runId, 'heartbeat'),
+      report(runId, 'progress', '-m', 'still here'),
+    ]);
+    expect(expectRefused(beat, 1)).toBe(
+      `Run ${runId} has already ended (SUCCESS); not recording the heartbeat.`,
+    );
+    expect(expectRefused(progress, 1)).toBe(
+      `Run ${runId} has already ended (SUCCESS); not recording the progress.`,
+    );
+    const run = (await store.getRun(runId))!;
+    expect([run.heartbeatAt, run.progressAt]).toEqual([undefined, undefined]);
+    expect(await store.latestSeq()).toBe(before);
+  });
+
   it('an unknown run, or a store file that does not exist, is a failure (exit 1) naming it', async () => {
     const [unknown, noStore] = await Promise.all([
       report('no-such-run', 'started'),
@@ -202,6 +242,7 @@ describe('workers in shell and Python reporting through runwarden report', () =>
     const bad = await s.launch(['python3', PY, broken]);
     const [okRun, badRun] = await Promise.all([s.ended(ok), s.ended(bad)]);
     expect(okRun.status).toBe('SUCCESS');
+    expect(okRun.progressAt).toBeGreaterThanOrEqual(okRun.startedAt!);
     expect((await s.store.getEvents(ok)).at(-1)?.message).toBe('total 6.5');
     expect(badRun.status).toBe('FAILURE');
     expect((await s.store.getEvents(bad)).at(-1)?.message).toBe(

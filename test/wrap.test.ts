@@ -143,6 +143,55 @@ describe('runwarden --wrap, with a monitor', () => {
   });
 });
 
+describe('signs of life under --wrap', () => {
+  it('each output line is progress, written at most once a second; no heartbeats unless asked for', async () => {
+    s = await setupWorkers({ wrap: true, start: false });
+    const runId = await s.launch(sh('for i in $(seq 1 500); do echo "line $i"; done'));
+    const run = await s.ended(runId);
+    expect(run.status).toBe('SUCCESS');
+    expect(run.progressAt).toBeGreaterThanOrEqual(run.startedAt!);
+    // 500 lines in a burst: the first is written at once, the rest would wait a second, and the command is gone.
+    expect(readFileSync(s.launcher.logPath(runId), 'utf8')).toMatch(
+      /wrapper: \["sh",.*\] exited with code 0 after 500 lines of output \(1 progress write, 0 heartbeats\)\.\n/,
+    );
+    const quiet = await s.ended(await s.launch(sh('exit 0')));
+    expect(quiet.status).toBe('SUCCESS');
+    expect([quiet.heartbeatAt, quiet.progressAt]).toEqual([undefined, undefined]);
+  });
+
+  it('heartbeats every RUNWARDEN_HEARTBEAT_SECONDS while the command lives, silent or not', async () => {
+    s = await setupWorkers({ wrap: true, start: false, env: { RUNWARDEN_HEARTBEAT_SECONDS: '0.1' } });
+    const go = join(s.dir.path, 'go');
+    const runId = await s.launch(sh(`while [ ! -e ${go} ]; do sleep 0.05; done`));
+    const beats = new Set<number>();
+    await waitFor('three heartbeats', async () => {
+      const at = (await s!.store.getRun(runId))!.heartbeatAt;
+      if (at !== undefined) beats.add(at);
+      return beats.size >= 3;
+    });
+    writeFileSync(go, '');
+    const run = await s.ended(runId);
+    expect(run.status).toBe('SUCCESS');
+    expect(run.progressAt).toBeUndefined();
+    expect(readFileSync(s.launcher.logPath(runId), 'utf8')).toMatch(
+      /after 0 lines of output \(0 progress writes, \d+ heartbeats\)/,
+    );
+  });
+
+  it('a RUNWARDEN_HEARTBEAT_SECONDS that is not a number of seconds > 0 stops the wrapper before the command', async () => {
+    s = await setupWorkers({ wrap: true, start: false, env: { RUNWARDEN_HEARTBEAT_SECONDS: 'often' } });
+    const marker = join(s.dir.path, 'ran');
+    const runId = await s.launch(sh(`touch ${marker}`));
+    await waitFor('the wrapper to refuse', () =>
+      readFileSync(s!.launcher.logPath(runId), 'utf8').includes(
+        'wrapper: RUNWARDEN_HEARTBEAT_SECONDS must be a number of seconds > 0; got "often".',
+      ),
+    );
+    expect(existsSync(marker)).toBe(false);
+    expect((await s.store.getRun(runId))!.status).toBe('STARTING');
+  });
+});
+
 describe('the wrapper never leaves its command behind', () => {
   it('SIGKILL to the wrapper alone: its guard kills the command', async () => {
     s = await setupWorkers({ wrap: true, start: false });

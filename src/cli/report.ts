@@ -2,8 +2,9 @@
 // Node program (a shell script, Python) reports on its run, and the same reports for the --wrap wrapper
 // (src/cli/wrap.ts). The rules are the worker SDK's: STARTED from STARTING (a resumed worker finds the run
 // STARTED and logs that it resumed), SUCCESS and FAILURE compare-and-set from STARTING/STARTED and from a
-// user's CANCELING, CANCELED only after a cancel request, and never over a maximum-runtime stop. A report the
-// run's status does not allow is refused with one line saying why (exit 1), never overwritten.
+// user's CANCELING, CANCELED only after a cancel request, and never over a maximum-runtime stop. `heartbeat`
+// and `progress` set `heartbeatAt` (and `progressAt`) without an event. A report the run's status does not
+// allow is refused with one line saying why (exit 1), never overwritten.
 //
 // This module imports no XState, no monitor and no commander: the wrapper loads it on every run.
 import { existsSync } from 'node:fs';
@@ -12,14 +13,15 @@ import { isMaxRuntimeStop } from '../stores/contract.js';
 import { openStore, parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
 import { isTerminal, type RunRecord, type RunStatus, type RunStore, TAGS } from '../core/types.js';
 
-const REPORT_KINDS = ['started', 'success', 'failure', 'canceled', 'heartbeat', 'progress'] as const;
-export type ReportKind = (typeof REPORT_KINDS)[number];
+export type ReportKind = 'started' | 'success' | 'failure' | 'canceled' | 'heartbeat' | 'progress';
 
 /** The environment a launcher gives its run workers (ProcessRunLauncher sets all three). */
 export const REPORT_ENV = {
   runId: 'RUNWARDEN_RUN_ID',
   store: STORE_ENV,
   resumeAttempt: 'RUNWARDEN_RESUME_ATTEMPT',
+  /** Seconds between heartbeats, set by the launcher when the run has a heartbeat timeout. */
+  heartbeatSeconds: 'RUNWARDEN_HEARTBEAT_SECONDS',
 } as const;
 
 /** A report the run's status does not allow: exit code 1, one line, no stack trace. */
@@ -78,6 +80,19 @@ export function reportTarget(
   return { runId: runId!, storeUrl: storeUrl! };
 }
 
+/** `RUNWARDEN_HEARTBEAT_SECONDS` in milliseconds; undefined when unset (no heartbeats). */
+export function heartbeatIntervalOf(env: Record<string, string | undefined>): number | undefined {
+  const text = nonEmpty(env[REPORT_ENV.heartbeatSeconds]);
+  if (text === undefined) return undefined;
+  const seconds = Number(text);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new WorkerEnvError(
+      `${REPORT_ENV.heartbeatSeconds} must be a number of seconds > 0; got ${JSON.stringify(text)}.`,
+    );
+  }
+  return seconds * 1000;
+}
+
 /** `RUNWARDEN_RESUME_ATTEMPT`: 0 for the first worker of a run, then the resume attempt. */
 export function resumeAttemptOf(env: Record<string, string | undefined>): number {
   const text = nonEmpty(env[REPORT_ENV.resumeAttempt]);
@@ -133,8 +148,30 @@ async function report(
       );
     case 'heartbeat':
     case 'progress':
-      throw new RunwardenError('NOT_SUPPORTED', `runwarden report ${kind} is not available yet.`);
+      return reportHeartbeat(store, runId, { progress: kind === 'progress', message: options.message });
   }
+}
+
+/**
+ * A sign of life (`heartbeatAt`), and with `progress` a sign of progress too (`progressAt`), without an
+ * event; `message` is logged as an ENGINE_EVENT. A run that has ended is refused: its worker should stop.
+ */
+export async function reportHeartbeat(
+  store: RunStore,
+  runId: string,
+  options: { progress?: boolean; message?: string } = {},
+): Promise<RunRecord> {
+  const run = await store.heartbeat(runId, { progress: options.progress === true });
+  if (isTerminal(run.status)) {
+    throw new ReportRefusedError(
+      `Run ${runId} has already ended (${run.status}); not recording the ${options.progress ? 'progress' : 'heartbeat'}.`,
+      run,
+    );
+  }
+  if (options.message !== undefined) {
+    await store.appendEvent(runId, { type: 'ENGINE_EVENT', message: options.message });
+  }
+  return run;
 }
 
 /**

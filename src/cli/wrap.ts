@@ -8,7 +8,10 @@
 //     run is reported CANCELED, or nothing at all when the monitor owns the outcome (maximum runtime);
 //   - CMD killed by a signal the wrapper did not send (SIGKILL, the OOM killer) is reported by nobody: the
 //     wrapper dies by the same signal and the monitor sees a crashed worker, which it resumes;
-//   - CMD's output passes through to the wrapper's own stdout/stderr (the run's log file).
+//   - CMD's output passes through to the wrapper's own stdout/stderr (the run's log file), and each line of
+//     it is a sign of progress (`progressAt`), written at most once a second;
+//   - with RUNWARDEN_HEARTBEAT_SECONDS set (the launcher sets it for a run with a heartbeat timeout), a
+//     heartbeat that often while CMD lives.
 //
 // A separate file rather than a `runwarden` subcommand: the launcher starts it with the running Node
 // (process.execPath) and a path next to its own module, so a library host needs no `runwarden` on PATH, and
@@ -25,6 +28,7 @@ import { constants } from 'node:os';
 import { isMaxRuntimeStop } from '../stores/contract.js';
 import type { RunRecord, RunStore } from '../core/types.js';
 import {
+  heartbeatIntervalOf,
   openExistingStore,
   ReportRefusedError,
   reportCanceled,
@@ -41,6 +45,8 @@ const TAIL_LINES = 20;
 const TAIL_LINE_CHARS = 500;
 /** After CMD has exited, how long its output may still drain (a background child can hold the pipe open). */
 const DRAIN_MS = 1000;
+/** At most one progress write per this long, however much CMD writes. */
+const PROGRESS_INTERVAL_MS = 1000;
 /** Exit code when the monitor answers for the run (128 + SIGTERM), as the worker SDK exits. */
 const EXIT_TERMINATED = 143;
 /**
@@ -60,12 +66,17 @@ class Wrapper {
   private stopping: Promise<'report' | 'leave'> | undefined;
   private finishing = false;
   private readonly tail = new OutputTail(TAIL_LINES, TAIL_LINE_CHARS);
+  private readonly counts = { lines: 0, progress: 0, heartbeats: 0 };
+  private readonly progress = new Throttle(PROGRESS_INTERVAL_MS, () => this.beat(true));
+  private heartbeats: NodeJS.Timeout | undefined;
+  private beatFailed = false;
 
   constructor(
     private readonly command: string[],
     private readonly runId: string,
     private readonly storeUrl: string,
     private readonly attempt: number,
+    private readonly heartbeatMs: number | undefined,
   ) {}
 
   async run(): Promise<never> {
@@ -125,8 +136,26 @@ class Wrapper {
     const exit = await exited;
     this.finishing = true;
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, DRAIN_MS))]);
+    // The final report (or the monitor) follows: no more signs of life from a command that has exited.
+    clearInterval(this.heartbeats);
+    this.progress.stop();
     await this.started;
+    const { lines, progress, heartbeats } = this.counts;
+    note(
+      `${this.name()} ${exit.signal ? `was killed by signal ${exit.signal}` : `exited with code ${exit.code}`} after ${plural(lines, 'line')} of output (${plural(progress, 'progress write')}, ${plural(heartbeats, 'heartbeat')}).`,
+    );
     return this.finish(exit);
+  }
+
+  /** A heartbeat, with `progress` a sign of progress too. A failed write is noted once and not retried. */
+  private beat(progress: boolean): void {
+    if (this.finishing) return;
+    this.counts[progress ? 'progress' : 'heartbeats']++;
+    this.store.heartbeat(this.runId, { progress }).catch((error: unknown) => {
+      if (this.beatFailed) return;
+      this.beatFailed = true;
+      note(`could not record a heartbeat (later failures are not logged): ${errorText(error)}`);
+    });
   }
 
   /** STARTED, or the resume logged; a run that is over or being stopped gets its command stopped too. */
@@ -137,6 +166,10 @@ class Wrapper {
         message: `Run worker started: ${this.name()} (pid ${pid}) under the runwarden wrapper (pid ${process.pid}).`,
         data: { pid: process.pid, commandPid: pid },
       });
+      if (this.heartbeatMs !== undefined && !this.finishing) {
+        this.beat(false);
+        this.heartbeats = setInterval(() => this.beat(false), this.heartbeatMs);
+      }
     } catch (error) {
       note(errorText(error));
       if (error instanceof ReportRefusedError) this.stop();
@@ -221,7 +254,9 @@ class Wrapper {
   private pass(from: NodeJS.ReadableStream, to: NodeJS.WritableStream, stream: 'out' | 'err'): void {
     from.on('data', (chunk: Buffer) => {
       to.write(chunk);
-      this.tail.add(stream, chunk);
+      const lines = this.tail.add(stream, chunk);
+      this.counts.lines += lines;
+      if (lines > 0) this.progress.poke();
     });
   }
 
@@ -268,6 +303,38 @@ class OutputTail {
 
   private cut(line: string): string {
     return line.length > this.maxChars ? `${line.slice(0, this.maxChars)}…` : line;
+  }
+}
+
+/** Calls `fire` at once, then at most once per `intervalMs`: pokes in between make one call at its end. */
+class Throttle {
+  private last = -Infinity;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly fire: () => void,
+  ) {}
+
+  poke(): void {
+    if (this.timer) return;
+    const wait = this.last + this.intervalMs - Date.now();
+    if (wait <= 0) this.run();
+    else
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.run();
+      }, wait);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private run(): void {
+    this.last = Date.now();
+    this.fire();
   }
 }
 
@@ -331,6 +398,10 @@ function fatal(code: number, line: string): never {
   return process.exit(code);
 }
 
+function plural(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? '' : 's'}`;
+}
+
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -345,10 +416,12 @@ if (command.length === 0 || command.some((part) => part === '')) {
 }
 let target: { runId: string; storeUrl: string };
 let attempt: number;
+let heartbeatMs: number | undefined;
 try {
   target = reportTarget({}, process.env);
   attempt = resumeAttemptOf(process.env);
+  heartbeatMs = heartbeatIntervalOf(process.env);
 } catch (error) {
   fatal(2, errorText(error));
 }
-await new Wrapper(command, target.runId, target.storeUrl, attempt).run();
+await new Wrapper(command, target.runId, target.storeUrl, attempt, heartbeatMs).run();
