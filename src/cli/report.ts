@@ -156,7 +156,7 @@ async function report(
  * A sign of life (`heartbeatAt`), and with `progress` a sign of progress too (`progressAt`), without an
  * event; `message` is logged as an ENGINE_EVENT. A run that has ended is refused: its worker should stop.
  */
-export async function reportHeartbeat(
+async function reportHeartbeat(
   store: RunStore,
   runId: string,
   options: { progress?: boolean; message?: string } = {},
