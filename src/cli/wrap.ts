@@ -424,4 +424,8 @@ try {
 } catch (error) {
   fatal(2, errorText(error));
 }
-await new Wrapper(command, target.runId, target.storeUrl, attempt, heartbeatMs).run();
+// A store that fails under the wrapper (busy, unreadable) ends it with one line in the log, not a stack
+// trace; the guard then takes CMD down with it, and the monitor sees the worker gone.
+await new Wrapper(command, target.runId, target.storeUrl, attempt, heartbeatMs)
+  .run()
+  .catch((error: unknown) => fatal(1, errorText(error)));
