@@ -47,6 +47,14 @@ storeOptions(
       new Option('--log-level <level>', 'log level')
         .choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
         .default('info'),
+    )
+    .addOption(
+      new Option(
+        '--inspect [port]',
+        'serve the actors to the Stately inspector on 127.0.0.1:PORT, or HOST:PORT',
+      )
+        .preset('8899')
+        .argParser(listenAddress),
     ),
 ).action(async (options) => {
   const { monitorCommand } = await import('./commands.js');
@@ -193,6 +201,18 @@ function positiveInt(value: string): number {
   if (!Number.isInteger(n) || n < 1)
     throw new InvalidArgumentError(`expected a whole number >= 1, got ${value}.`);
   return n;
+}
+
+/** PORT (on 127.0.0.1: only this machine connects), HOST:PORT or [IPv6]:PORT; port 0 lets the system pick. */
+function listenAddress(value: string): { host: string; port: number } {
+  const match = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+)$/.exec(value.trim());
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) {
+    throw new InvalidArgumentError(
+      `expected PORT or HOST:PORT ([::1]:PORT for IPv6; port 0-65535), got ${JSON.stringify(value)}.`,
+    );
+  }
+  return { host: match[1]?.replace(/^\[(.*)\]$/, '$1') ?? '127.0.0.1', port };
 }
 
 function packageVersion(): string {

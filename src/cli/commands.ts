@@ -16,6 +16,7 @@ import {
 import { MAX_RUNTIME_TAG_EXPECTED, MAX_RUNTIME_TAGS, parseMaxRuntimeTag } from '../core/config.js';
 import { LaunchError, RunNotFoundError, RunwardenError } from '../core/errors.js';
 import type { RunMonitorOptions } from '../monitor/monitor.js';
+import type { MonitorLogger } from '../monitor/logger.js';
 import { COMMAND_TAG, ProcessRunLauncher, WRAP_TAG } from '../launchers/process/process-launcher.js';
 import { SqliteRunStore } from '../stores/sqlite/sqlite-store.js';
 import { parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
@@ -111,16 +112,34 @@ function warn(text: string): void {
 
 // --- monitor ---------------------------------------------------------------------------------------------
 
-export async function monitorCommand(options: StoreOptions & { logLevel?: string }): Promise<void> {
+export async function monitorCommand(
+  options: StoreOptions & { logLevel?: string; inspect?: { host: string; port: number } },
+): Promise<void> {
   const config = resolveConfig(options);
   const { pino } = await import('pino');
   const logger = pino(
     { name: 'runwarden', level: options.logLevel ?? 'info', timestamp: pino.stdTimeFunctions.isoTime },
     pino.destination({ fd: 1, sync: true }),
   );
+  // First, so a port in use ends the command before anything else is opened.
+  const inspector = options.inspect
+    ? await (await import('./inspect.js')).startInspectorServer(options.inspect, { logger })
+    : undefined;
+  try {
+    await watchRuns(config, logger, inspector?.inspect);
+  } finally {
+    await inspector?.close();
+  }
+}
+
+async function watchRuns(
+  config: RunwardenFileConfig,
+  logger: MonitorLogger,
+  inspect: RunMonitorOptions['inspect'],
+): Promise<void> {
   const store = openForWriting(config);
   const launcher = makeLauncher(config, store);
-  const monitor = await newMonitor({ store, launcher, config: config.monitor, logger });
+  const monitor = await newMonitor({ store, launcher, config: config.monitor, logger, inspect });
 
   let stopRequested!: (signal: string) => void;
   const stopping = new Promise<string>((resolve) => {
