@@ -29,6 +29,18 @@ export const messages = {
     `${messages.workerStatus(result)} Marking run ${runId} as failed.`,
   terminateAfterStartTimeoutFailed: (error: string) =>
     `Could not terminate the run worker after the start timeout: ${clause(error)}. The computational resources created by the run may not have been fully cleaned up.`,
+  stalled: (reason: 'HEARTBEAT_TIMEOUT' | 'PROGRESS_TIMEOUT', seconds: number) =>
+    reason === 'HEARTBEAT_TIMEOUT'
+      ? `No heartbeat from the run worker for ${seconds} seconds.`
+      : `No progress from the run worker for ${seconds} seconds.`,
+  resumingStalled: (stalled: string, runId: string) =>
+    `${stalled} Terminated it; resuming run ${runId} with a new worker.`,
+  stalledNoAttemptsLeft: (stalled: string, runId: string, maxAttempts: number) =>
+    `${stalled} Terminated it; marking run ${runId} as failed, because it has surpassed the configured maximum attempts to resume the run: ${maxAttempts}.`,
+  stalledFailed: (stalled: string, runId: string) =>
+    `${stalled} Terminated it; marking run ${runId} as failed.`,
+  invalidLivenessTag: (tag: string, value: string, fallbackSeconds: number) =>
+    `Ignoring tag ${tag}=${JSON.stringify(value)}: expected a finite number of seconds >= 0. Using the configured timeout (${fallbackSeconds === 0 ? 'none' : `${fallbackSeconds} seconds`}).`,
   invalidMaxRuntimeTag: (tag: string, value: string, fallbackSeconds: number) =>
     `Ignoring tag ${tag}=${JSON.stringify(value)}: expected a finite number of seconds >= 0. Using the configured maximum runtime (${fallbackSeconds === 0 ? 'none' : `${fallbackSeconds} seconds`}).`,
   launcherCallTimedOut: (call: string, seconds: number) =>

@@ -35,8 +35,14 @@ export interface RunInput {
   settings: RunSettings;
   /** Resolved from the run's tags or the configured default; 0 = no limit. */
   maxRuntimeSeconds: number;
+  /** Resolved like maxRuntimeSeconds from `runwarden/heartbeat_timeout`; 0 = off. */
+  heartbeatTimeoutSeconds?: number;
+  /** Resolved like maxRuntimeSeconds from `runwarden/progress_timeout`; 0 = off. */
+  progressTimeoutSeconds?: number;
   /** A max-runtime tag that could not be used, reported once as an engine event. */
   invalidMaxRuntimeTag?: { tag: string; value: string } | undefined;
+  /** Heartbeat or progress timeout tags that could not be used, reported once as engine events. */
+  invalidLivenessTags?: { tag: string; value: string }[] | undefined;
 }
 
 export interface PendingFailure {
@@ -47,8 +53,15 @@ export interface PendingFailure {
   terminateWorker: boolean;
 }
 
+/** Why a live worker was judged hung: which of its liveness deadlines passed without a sign from it. */
+export interface Stall {
+  reason: 'HEARTBEAT_TIMEOUT' | 'PROGRESS_TIMEOUT';
+  seconds: number;
+}
+
 export interface RunContext extends RunInput {
   unknownStreak: number;
+  stall?: Stall;
   health?: HealthResult;
   failure?: PendingFailure;
   resumeAttempt?: number;
@@ -94,7 +107,30 @@ export const deadlines = {
   started: (c: RunContext) => (c.run.startedAt ?? c.run.updatedAt) + c.maxRuntimeSeconds * SECOND,
   canceling: (c: RunContext) =>
     (c.run.cancelingAt ?? c.run.updatedAt) + c.settings.cancelTimeoutSeconds * SECOND,
+  // The earlier of the heartbeat and progress deadlines that are on; a resumed worker starts both afresh
+  // (the host records a heartbeat with progress when it resumes one).
+  liveness: (c: RunContext) =>
+    Math.min(livenessDeadline(c, 'HEARTBEAT_TIMEOUT'), livenessDeadline(c, 'PROGRESS_TIMEOUT')),
 };
+
+/** One liveness deadline, Infinity when that check is off. */
+function livenessDeadline(c: RunContext, reason: Stall['reason']): number {
+  const seconds = reason === 'HEARTBEAT_TIMEOUT' ? c.heartbeatTimeoutSeconds : c.progressTimeoutSeconds;
+  if (!seconds) return Number.POSITIVE_INFINITY;
+  const started = c.run.startedAt ?? c.run.updatedAt;
+  const last = reason === 'HEARTBEAT_TIMEOUT' ? c.run.heartbeatAt : c.run.progressAt;
+  return Math.max(last ?? started, started) + seconds * SECOND;
+}
+
+/** The liveness deadline that passed first: what the worker was silent about. */
+function stallOf(c: RunContext): Stall {
+  const heartbeat = livenessDeadline(c, 'HEARTBEAT_TIMEOUT');
+  const reason =
+    heartbeat <= livenessDeadline(c, 'PROGRESS_TIMEOUT') ? 'HEARTBEAT_TIMEOUT' : 'PROGRESS_TIMEOUT';
+  const seconds =
+    (reason === 'HEARTBEAT_TIMEOUT' ? c.heartbeatTimeoutSeconds : c.progressTimeoutSeconds) ?? 0;
+  return { reason, seconds };
+}
 
 export type DeadlineName = keyof typeof deadlines;
 
@@ -105,6 +141,7 @@ const deadlineOn: Record<DeadlineName, (c: RunContext) => boolean> = {
   starting: (c) => c.settings.startTimeoutSeconds > 0,
   started: (c) => c.maxRuntimeSeconds > 0,
   canceling: (c) => c.settings.cancelTimeoutSeconds > 0,
+  liveness: (c) => (c.heartbeatTimeoutSeconds ?? 0) > 0 || (c.progressTimeoutSeconds ?? 0) > 0,
 };
 
 type DelayArgs = { context: RunContext };
@@ -133,6 +170,7 @@ function runDelays(now: () => number) {
     startTimeout: ({ context }: DelayArgs) => until(deadlines.starting(context)),
     maxRuntime: ({ context }: DelayArgs) => until(deadlines.started(context)),
     cancelTimeout: ({ context }: DelayArgs) => until(deadlines.canceling(context)),
+    livenessTimeout: ({ context }: DelayArgs) => until(deadlines.liveness(context)),
     launcherTimeout: ({ context }: DelayArgs) => context.settings.launcherTimeoutSeconds * SECOND,
     storeRetry: ({ context }: DelayArgs) => context.settings.storeRetrySeconds * SECOND,
   };
@@ -187,7 +225,19 @@ function forcedMaxRuntimeFailure(): { failure: PendingFailure } {
   return failure('MAX_RUNTIME_EXCEEDED', messages.forcedFailure, 'CANCELING');
 }
 
+/** FAILURE for a hung worker (already terminated) when no resume attempt is left. */
+function stallFailure(context: RunContext, stall: Stall): { failure: PendingFailure } {
+  const stalled = messages.stalled(stall.reason, stall.seconds);
+  const max = context.settings.maxResumeRunAttempts;
+  const message =
+    max > 0
+      ? messages.stalledNoAttemptsLeft(stalled, context.run.runId, max)
+      : messages.stalledFailed(stalled, context.run.runId);
+  return failure(stall.reason, message, 'STARTED');
+}
+
 function crashFailure(context: RunContext): { failure: PendingFailure } {
+  if (context.stall) return stallFailure(context, context.stall);
   const health = context.health ?? { status: 'UNKNOWN' };
   const max = context.settings.maxResumeRunAttempts;
   const message =
@@ -236,15 +286,21 @@ export const runMachine = setup({
       failure('QUEUED_TIMEOUT', messages.queuedTimeout(context.settings.queuedTimeoutSeconds), 'QUEUED'),
     ),
     resetUnknownStreak: assign({ unknownStreak: 0 }),
+    recordReadRun: assign({
+      run: ({ context, event }) => newerRun(context.run, (event as { output?: RunRecord }).output),
+    }),
     countUnknown: assign({ unknownStreak: ({ context }) => context.unknownStreak + 1 }),
     recordHealth: assign({
       health: ({ event }) => (event.type === 'health.checked' ? event.result : undefined),
       unknownStreak: 0,
+      stall: undefined,
     }),
     // Host-provided fire-and-forget: log the failed effect (the machine retries after storeRetry).
     reportEffectError: () => {},
     // Host-provided: append the engine event that names the unusable tag.
     reportInvalidMaxRuntimeTag: () => {},
+    // Host-provided: append an engine event per unusable heartbeat/progress timeout tag.
+    reportInvalidLivenessTags: () => {},
   },
   guards: {
     // Host-provided with the host's clock (runTiming): the deadline is on and has passed.
@@ -255,13 +311,21 @@ export const runMachine = setup({
         : context.run.status === params.status,
     cancelingForMaxRuntime: ({ context }) =>
       context.run.status === 'CANCELING' && context.run.tags[TAGS.cancelReason] === 'MAX_RUNTIME_EXCEEDED',
+    leftStarted: ({ context }, params: { run: RunRecord | undefined }) =>
+      newerRun(context.run, params.run).status !== 'STARTED',
     statusMoved: ({ context, event }) =>
       event.type === 'run.updated' && newerRun(context.run, event.run).status !== context.run.status,
     hasInvalidMaxRuntimeTag: ({ context }) => context.invalidMaxRuntimeTag !== undefined,
+    hasInvalidLivenessTags: ({ context }) => (context.invalidLivenessTags?.length ?? 0) > 0,
     notLaunchedTimeoutOn: ({ context }) => context.settings.startTimeoutSeconds > 0,
     queuedTimeoutOn: ({ context }) => context.settings.queuedTimeoutSeconds > 0,
     startTimeoutOn: ({ context }) => context.settings.startTimeoutSeconds > 0,
     maxRuntimeOn: ({ context }) => context.maxRuntimeSeconds > 0,
+    livenessOn: ({ context }) => deadlineOn.liveness(context),
+    // A heartbeat or progress the stored record shows that the actor's copy did not: the worker is alive.
+    livenessMoved: ({ context }, params: { run: RunRecord | undefined }) =>
+      params.run !== undefined &&
+      deadlines.liveness({ ...context, run: params.run }) > deadlines.liveness(context),
     cancelTimeoutOn: ({ context }) => context.settings.cancelTimeoutSeconds > 0,
     // 0 means launcher calls may take as long as they take.
     launcherTimeoutOn: ({ context }) => context.settings.launcherTimeoutSeconds > 0,
@@ -291,6 +355,7 @@ export const runMachine = setup({
   context: ({ input }) => ({ ...input, unknownStreak: 0 }),
   entry: enqueueActions(({ check, enqueue }) => {
     if (check('hasInvalidMaxRuntimeTag')) enqueue('reportInvalidMaxRuntimeTag');
+    if (check('hasInvalidLivenessTags')) enqueue('reportInvalidLivenessTags');
   }),
   initial: 'routing',
   // Effect states inherit this: record what the store says, act on it when the effect is over.
@@ -399,8 +464,9 @@ export const runMachine = setup({
     started: {
       initial: 'watching',
       states: {
+        // Two clocks run while the worker works: its maximum runtime, and its liveness (heartbeat and progress).
         watching: {
-          initial: 'choosing',
+          type: 'parallel',
           on: {
             'run.updated': { guard: 'statusMoved', target: '#run.routing', actions: 'recordRun' },
             'health.checked': [
@@ -411,19 +477,83 @@ export const runMachine = setup({
             ],
           },
           states: {
-            choosing: {
-              always: [
-                {
-                  guard: { type: 'overdue', params: { deadline: 'started' } },
-                  target: '#run.exceedingMaxRuntime',
+            runtime: {
+              initial: 'choosing',
+              states: {
+                choosing: {
+                  always: [
+                    {
+                      guard: { type: 'overdue', params: { deadline: 'started' } },
+                      target: '#run.exceedingMaxRuntime',
+                    },
+                    { guard: 'maxRuntimeOn', target: 'limited' },
+                    { target: 'unlimited' },
+                  ],
                 },
-                { guard: 'maxRuntimeOn', target: 'limited' },
-                { target: 'unlimited' },
-              ],
+                unlimited: {},
+                limited: { after: { maxRuntime: '#run.exceedingMaxRuntime' } },
+              },
             },
-            unlimited: {},
-            limited: { after: { maxRuntime: '#run.exceedingMaxRuntime' } },
+            // One timer for the earlier of the heartbeat and progress deadlines. Heartbeats append no event,
+            // so the actor's record is old by design: when the timer fires, re-read the run; a worker that
+            // has heartbeated meanwhile re-arms the timer, a silent one is hung.
+            liveness: {
+              initial: 'choosing',
+              states: {
+                choosing: {
+                  always: [
+                    { guard: { type: 'overdue', params: { deadline: 'liveness' } }, target: 'confirming' },
+                    { guard: 'livenessOn', target: 'armed' },
+                    { target: 'off' },
+                  ],
+                },
+                off: {},
+                armed: { after: { livenessTimeout: 'confirming' } },
+                confirming: {
+                  // An effect state: record what the store says, act on it once the read is back.
+                  on: { 'run.updated': { actions: 'recordRun' } },
+                  invoke: {
+                    src: 'readRun',
+                    input: ({ context }) => ({ runId: context.run.runId }),
+                    onDone: [
+                      {
+                        guard: { type: 'leftStarted', params: ({ event }) => ({ run: event.output }) },
+                        target: '#run.routing',
+                        actions: 'recordReadRun',
+                      },
+                      {
+                        guard: { type: 'livenessMoved', params: ({ event }) => ({ run: event.output }) },
+                        target: 'choosing',
+                        actions: 'recordReadRun',
+                      },
+                      {
+                        target: '#run.started.stoppingStalledWorker',
+                        actions: ['recordReadRun', assign({ stall: ({ context }) => stallOf(context) })],
+                      },
+                    ],
+                    onError: { target: '#run.recovering', actions: 'reportEffectError' },
+                  },
+                },
+              },
+            },
           },
+        },
+
+        // A hung worker may still be alive: terminate it first, then resume the run or fail it.
+        stoppingStalledWorker: {
+          invoke: {
+            src: 'terminateWorker',
+            input: ({ context }) => ({ runId: context.run.runId }),
+            onDone: 'decidingStall',
+            onError: { target: 'decidingStall', actions: 'reportEffectError' },
+          },
+          after: { launcherTimeout: { guard: 'launcherTimeoutOn', target: 'decidingStall' } },
+        },
+        decidingStall: {
+          always: [
+            { guard: 'attemptsLeft', target: 'resuming' },
+            { target: '#run.failing', actions: assign(({ context }) => crashFailure(context)) },
+          ],
         },
 
         // Race guard (as Dagster): re-read the run; if its status changed since the check, do nothing.
@@ -456,7 +586,12 @@ export const runMachine = setup({
                 src: 'appendEngineEvent',
                 input: ({ context }) => ({
                   runId: context.run.runId,
-                  message: messages.resuming(context.health ?? { status: 'UNKNOWN' }, context.run.runId),
+                  message: context.stall
+                    ? messages.resumingStalled(
+                        messages.stalled(context.stall.reason, context.stall.seconds),
+                        context.run.runId,
+                      )
+                    : messages.resuming(context.health ?? { status: 'UNKNOWN' }, context.run.runId),
                 }),
                 onDone: 'countingAttempt',
                 onError: { target: '#run.recovering', actions: 'reportEffectError' },
@@ -495,7 +630,7 @@ export const runMachine = setup({
                 onDone: [
                   // Canceled or finished while the new worker was starting: make sure it does not linger.
                   { guard: 'runLeftStarted', target: 'stoppingResumedWorker' },
-                  { target: '#run.started', actions: 'resetUnknownStreak' },
+                  { target: '#run.started', actions: ['resetUnknownStreak', assign({ stall: undefined })] },
                 ],
                 onError: {
                   target: 'reportingResumeFailure',

@@ -58,6 +58,8 @@ describe('DagsterRunMonitoringConfig', () => {
       | 'start_timeout_seconds'
       | 'cancel_timeout_seconds'
       | 'max_runtime_seconds'
+      | 'heartbeat_timeout_seconds'
+      | 'progress_timeout_seconds'
       | 'max_resume_run_attempts'
       | 'poll_interval_seconds'
       | 'terminate_on_start_timeout'
@@ -81,6 +83,8 @@ describe('DagsterRunMonitoringConfig', () => {
       start_timeout_seconds: 1,
       cancel_timeout_seconds: 1,
       max_runtime_seconds: 1,
+      heartbeat_timeout_seconds: 1,
+      progress_timeout_seconds: 1,
       max_resume_run_attempts: 1,
       poll_interval_seconds: 1,
       terminate_on_start_timeout: true,

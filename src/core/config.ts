@@ -10,6 +10,10 @@ export interface MonitorConfig {
   cancelTimeoutSeconds: number;
   /** 0 = no limit. Per-run tags override it (resolveMaxRuntimeSeconds). */
   maxRuntimeSeconds: number;
+  /** A STARTED run whose worker has not heartbeated for this long is hung: terminated, then resumed or failed. 0 = off. */
+  heartbeatTimeoutSeconds: number;
+  /** The same for progress (a step, run.progress(), a line of output under --wrap). 0 = off. */
+  progressTimeoutSeconds: number;
   maxResumeRunAttempts: number;
   pollIntervalSeconds: number;
   terminateOnStartTimeout: boolean;
@@ -65,6 +69,8 @@ const FIELDS = {
   startTimeoutSeconds: { snake: 'start_timeout_seconds', kind: timeout, default: 180 },
   cancelTimeoutSeconds: { snake: 'cancel_timeout_seconds', kind: timeout, default: 180 },
   maxRuntimeSeconds: { snake: 'max_runtime_seconds', kind: timeout, default: 0 },
+  heartbeatTimeoutSeconds: { snake: 'heartbeat_timeout_seconds', kind: timeout, default: 0 },
+  progressTimeoutSeconds: { snake: 'progress_timeout_seconds', kind: timeout, default: 0 },
   // 3 when the launcher can resume; parseMonitorConfig uses 0 for one that cannot.
   maxResumeRunAttempts: { snake: 'max_resume_run_attempts', kind: wholeFromZero, default: 3 },
   pollIntervalSeconds: { snake: 'poll_interval_seconds', kind: interval, default: 120 },
@@ -237,6 +243,27 @@ export function resolveMaxRuntimeSeconds(
     invalid ??= { tag, value: String(value) };
   }
   return invalid ? { seconds: config.maxRuntimeSeconds, invalid } : { seconds: config.maxRuntimeSeconds };
+}
+
+/** The per-run liveness timeouts: tag `runwarden/heartbeat_timeout` / `runwarden/progress_timeout` overrides
+ * the configured default (`0` turns the check off for that run); an unusable value is returned in `invalid`. */
+export function resolveLivenessSeconds(
+  tags: Record<string, string>,
+  config: Pick<MonitorConfig, 'heartbeatTimeoutSeconds' | 'progressTimeoutSeconds'>,
+): { heartbeat: number; progress: number; invalid: { tag: string; value: string }[] } {
+  const invalid: { tag: string; value: string }[] = [];
+  const read = (tag: string, fallback: number) => {
+    if (!Object.hasOwn(tags, tag)) return fallback;
+    const seconds = parseMaxRuntimeTag(tags[tag]);
+    if (seconds !== undefined) return seconds;
+    invalid.push({ tag, value: String(tags[tag]) });
+    return fallback;
+  };
+  return {
+    heartbeat: read(TAGS.heartbeatTimeout, config.heartbeatTimeoutSeconds),
+    progress: read(TAGS.progressTimeout, config.progressTimeoutSeconds),
+    invalid,
+  };
 }
 
 /** What a max runtime tag value must be, for error messages. */

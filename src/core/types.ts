@@ -225,10 +225,22 @@ export const TAGS = {
    * journal that lets a restarted monitor finish the termination. Set to 'false' once the worker is gone.
    */
   terminatePending: 'runwarden/terminate_pending',
+  /** Per-run heartbeat timeout in seconds (0 = off for this run); overrides heartbeatTimeoutSeconds. */
+  heartbeatTimeout: 'runwarden/heartbeat_timeout',
+  /** Per-run progress timeout in seconds (0 = off for this run); overrides progressTimeoutSeconds. */
+  progressTimeout: 'runwarden/progress_timeout',
+  /** How often the run's worker should heartbeat, written by the monitor at launch (a third of the timeout). */
+  heartbeatSeconds: 'runwarden/heartbeat_seconds',
 } as const;
 
 export type FailureReason =
-  'START_TIMEOUT' | 'QUEUED_TIMEOUT' | 'MAX_RUNTIME_EXCEEDED' | 'RUN_WORKER_CRASHED' | 'LAUNCH_FAILED';
+  | 'START_TIMEOUT'
+  | 'QUEUED_TIMEOUT'
+  | 'MAX_RUNTIME_EXCEEDED'
+  | 'RUN_WORKER_CRASHED'
+  | 'LAUNCH_FAILED'
+  | 'HEARTBEAT_TIMEOUT'
+  | 'PROGRESS_TIMEOUT';
 
 export interface Clock {
   now(): number;

@@ -1,6 +1,7 @@
 // What a host asks of the monitor: launch a run, cancel a run. Each writes the status first (compare-and-set,
 // so a concurrent change wins), then calls the launcher; the run actor takes it from there.
 import { errorText, messages } from '../../machines/messages.js';
+import { resolveLivenessSeconds } from '../core/config.js';
 import { LaunchError, RunwardenError } from '../core/errors.js';
 import { isTerminal, type RunRecord, TAGS } from '../core/types.js';
 import { callLauncher, type MonitorHost, mustGetRun, runLogger } from './host.js';
@@ -21,6 +22,7 @@ export async function launchRun(host: MonitorHost, runId: string): Promise<RunRe
       from: ['NOT_STARTED', 'QUEUED'],
       at: clock.now(),
       message: 'Launching run.',
+      tags: heartbeatTags(host, run),
     }),
   );
   if (!starting) {
@@ -58,6 +60,12 @@ export async function launchRun(host: MonitorHost, runId: string): Promise<RunRe
   const launched = await mustGetRun(host, runId);
   if (endedWhileLaunching(launched)) await stopOrphanedWorker(host, launched);
   return launched;
+}
+
+/** How often the worker should heartbeat: a third of its heartbeat timeout, for the launcher to pass on. */
+function heartbeatTags(host: MonitorHost, run: RunRecord): Record<string, string> | undefined {
+  const { heartbeat } = resolveLivenessSeconds(run.tags, host.config);
+  return heartbeat > 0 ? { [TAGS.heartbeatSeconds]: String(heartbeat / 3) } : undefined;
 }
 
 /**

@@ -14,7 +14,7 @@ import {
   type WriteStatusInput,
   type WriteStatusOutput,
 } from '../../machines/run.machine.js';
-import { resolveMaxRuntimeSeconds } from '../core/config.js';
+import { resolveLivenessSeconds, resolveMaxRuntimeSeconds } from '../core/config.js';
 import { RunwardenError } from '../core/errors.js';
 import { type RunRecord, TAGS } from '../core/types.js';
 import { type MonitorHost, mustGetRun, runLogger } from './host.js';
@@ -26,6 +26,19 @@ export function providedRunMachine(host: MonitorHost) {
       const work = run(input);
       return kind === 'store' ? tracker.track(work) : tracker.trackLauncher(work);
     });
+
+  /** An engine event on the run and a warning in the log, fire-and-forget from an action. */
+  const reportInvalidTag = (runId: string, message: string) => {
+    // Promise.resolve().then: a store that throws instead of rejecting must not fail the actor.
+    tracker
+      .track(
+        Promise.resolve().then(() =>
+          store.appendEvent(runId, { type: 'ENGINE_EVENT', message, at: clock.now() }),
+        ),
+      )
+      .catch((err) => runLogger(host, runId).error({ err }, 'Could not report an invalid tag.'));
+    runLogger(host, runId).warn(message);
+  };
 
   return runMachine.provide({
     ...runTiming(() => clock.now()),
@@ -69,6 +82,14 @@ export function providedRunMachine(host: MonitorHost) {
           if (!launcher.resume)
             throw new RunwardenError('RESUME_UNSUPPORTED', 'The launcher cannot resume runs.');
           await launcher.resume(await mustGetRun(host, runId), attempt);
+          // The new worker's liveness counts from now, not from the silence of the one it replaces. Best
+          // effort: the worker is launched either way, and its own first heartbeat does the same.
+          await store.heartbeat(runId, { at: clock.now(), progress: true }).catch((err: unknown) => {
+            runLogger(host, runId).warn(
+              { err },
+              'Could not record the resumed worker’s start as a heartbeat.',
+            );
+          });
         },
       ),
       fetchDebugInfo: effect<LauncherCallInput, string | undefined>('launcher', async ({ runId }) =>
@@ -86,17 +107,17 @@ export function providedRunMachine(host: MonitorHost) {
       reportInvalidMaxRuntimeTag: ({ context }) => {
         const invalid = context.invalidMaxRuntimeTag;
         if (!invalid) return;
-        const runId = context.run.runId;
-        const message = messages.invalidMaxRuntimeTag(invalid.tag, invalid.value, config.maxRuntimeSeconds);
-        // Promise.resolve().then: a store that throws instead of rejecting must not fail the actor.
-        tracker
-          .track(
-            Promise.resolve().then(() =>
-              store.appendEvent(runId, { type: 'ENGINE_EVENT', message, at: clock.now() }),
-            ),
-          )
-          .catch((err) => runLogger(host, runId).error({ err }, 'Could not report an invalid tag.'));
-        runLogger(host, runId).warn(message);
+        reportInvalidTag(
+          context.run.runId,
+          messages.invalidMaxRuntimeTag(invalid.tag, invalid.value, config.maxRuntimeSeconds),
+        );
+      },
+      reportInvalidLivenessTags: ({ context }) => {
+        for (const { tag, value } of context.invalidLivenessTags ?? []) {
+          const fallback =
+            tag === TAGS.heartbeatTimeout ? config.heartbeatTimeoutSeconds : config.progressTimeoutSeconds;
+          reportInvalidTag(context.run.runId, messages.invalidLivenessTag(tag, value, fallback));
+        }
       },
     },
   });
@@ -107,7 +128,16 @@ export function runInputFor(config: MonitorHost['config']): (run: RunRecord) => 
   const settings = runSettings(config);
   return (run) => {
     const maxRuntime = resolveMaxRuntimeSeconds(run.tags, config);
-    return { run, settings, maxRuntimeSeconds: maxRuntime.seconds, invalidMaxRuntimeTag: maxRuntime.invalid };
+    const liveness = resolveLivenessSeconds(run.tags, config);
+    return {
+      run,
+      settings,
+      maxRuntimeSeconds: maxRuntime.seconds,
+      invalidMaxRuntimeTag: maxRuntime.invalid,
+      heartbeatTimeoutSeconds: liveness.heartbeat,
+      progressTimeoutSeconds: liveness.progress,
+      invalidLivenessTags: liveness.invalid.length > 0 ? liveness.invalid : undefined,
+    };
   };
 }
 

@@ -17,7 +17,9 @@ export type StoreOutcome =
   | { kind: 'error' }
   | { kind: 'lose'; to: RunStatus }
   /** The run is no longer in the store (deleted behind the monitor's back). */
-  | { kind: 'gone' };
+  | { kind: 'gone' }
+  /** For a re-read: the worker heartbeated (with progress) just before, later than anything stored. */
+  | { kind: 'beat' };
 
 const busy = () => new RunwardenError('STORE_BUSY', 'scripted: database is locked');
 
@@ -71,6 +73,10 @@ class ScriptedStore extends MemoryRunStore {
     if (outcome?.kind === 'error') throw busy();
     if (outcome?.kind === 'gone') return undefined;
     if (outcome?.kind === 'lose') await this.outside(runId, { to: outcome.to });
+    if (outcome?.kind === 'beat') {
+      // Later than the run's own timestamps (written as old as the others' writes), yet just as old.
+      await super.heartbeat(runId, { at: this.simulated.now() - this.outsideAgeMs + 1, progress: true });
+    }
     return super.getRun(runId);
   }
 

@@ -29,6 +29,7 @@ const modelCovered = new Set<EdgeKey>();
 const paths: ModelPath[] = [
   ...generateCoveringPaths('allOn', modelCovered),
   ...generateCoveringPaths('overdue', modelCovered),
+  ...generateCoveringPaths('overdueUnlimited', modelCovered),
   ...generateCoveringPaths('allOff', modelCovered),
 ];
 
@@ -64,20 +65,23 @@ async function scriptStoreOutcomes(
     if (delay && isDeadline(delay) && (await msUntil(env, config, before, delay)) === 0) continue;
     const r = resolution(before, event);
     if (!r || !isStoreEffect(r.effect)) return;
-    const output = r.event.output as { applied?: boolean; run?: RunRecord; status?: RunStatus } | undefined;
+    const output = r.event.output as
+      { applied?: boolean; run?: RunRecord; status?: RunStatus; heartbeatAt?: number } | undefined;
     const gone = (r.event.error as { code?: string } | undefined)?.code === 'RUN_NOT_FOUND';
     const outcome: StoreOutcome = failed(r.event)
       ? gone
         ? { kind: 'gone' }
         : { kind: 'error' }
-      : r.effect.kind === 'write' && output?.applied === false && output.run
-        ? { kind: 'lose', to: output.run.status }
-        : r.effect.kind === 'read' &&
-            output?.status &&
-            output.status !== 'STARTED' &&
-            output.status !== before.context.run.status
-          ? { kind: 'lose', to: output.status }
-          : { kind: 'ok' };
+      : r.effect.kind === 'read' && output?.heartbeatAt !== undefined && output.status === 'STARTED'
+        ? { kind: 'beat' }
+        : r.effect.kind === 'write' && output?.applied === false && output.run
+          ? { kind: 'lose', to: output.run.status }
+          : r.effect.kind === 'read' &&
+              output?.status &&
+              output.status !== 'STARTED' &&
+              output.status !== before.context.run.status
+            ? { kind: 'lose', to: output.status }
+            : { kind: 'ok' };
     const queue = {
       write: env.store.script.transition,
       append: env.store.script.appendEvent,
@@ -112,6 +116,7 @@ async function msUntil(
     startTimeout: deadlines.starting,
     maxRuntime: deadlines.started,
     cancelTimeout: deadlines.canceling,
+    livenessTimeout: deadlines.liveness,
   };
   const deadline = byDelay[delay]?.(context);
   if (deadline === undefined) throw new Error(`unknown delay ${delay}`);

@@ -32,6 +32,8 @@ export type Effect =
 export const EFFECTS: Record<string, Effect> = {
   'run.starting.collectingDebugInfo': { kind: 'launcher', call: 'debugInfo' },
   'run.started.confirmingCrash': { kind: 'read' },
+  'run.started.watching.liveness.confirming': { kind: 'read' },
+  'run.started.stoppingStalledWorker': { kind: 'launcher', call: 'terminate' },
   'run.started.resuming.announcing': { kind: 'append' },
   'run.started.resuming.countingAttempt': { kind: 'count' },
   'run.started.resuming.announcingLaunch': { kind: 'append' },
@@ -58,6 +60,8 @@ const ALL_ON = {
   cancelTimeoutSeconds: 100,
   queuedTimeoutSeconds: 100,
   maxRuntimeSeconds: 1000,
+  heartbeatTimeoutSeconds: 50,
+  progressTimeoutSeconds: 70,
   maxResumeRunAttempts: 1,
   unknownHealthTolerance: 1,
   terminateOnStartTimeout: true,
@@ -75,11 +79,15 @@ export const MODEL_CONFIGS = {
   allOn: ALL_ON,
   // The same settings; what differs is how old the records are (RECORD_AGE_MS).
   overdue: ALL_ON,
+  // Overdue too, without a maximum runtime (which would end the watch before liveness is looked at).
+  overdueUnlimited: { ...ALL_ON, maxRuntimeSeconds: 0 },
   allOff: {
     startTimeoutSeconds: 0,
     cancelTimeoutSeconds: 0,
     queuedTimeoutSeconds: 0,
     maxRuntimeSeconds: 0,
+    heartbeatTimeoutSeconds: 0,
+    progressTimeoutSeconds: 0,
     maxResumeRunAttempts: 0,
     unknownHealthTolerance: 0,
     terminateOnStartTimeout: false,
@@ -93,7 +101,12 @@ export type ModelConfig = (typeof MODEL_CONFIGS)[ModelConfigName];
 export type ModelConfigName = keyof typeof MODEL_CONFIGS;
 
 /** How old the records of runs are in each configuration: older than every deadline in `overdue`. */
-export const RECORD_AGE_MS: Record<ModelConfigName, number> = { allOn: 0, overdue: 10_000_000, allOff: 0 };
+export const RECORD_AGE_MS: Record<ModelConfigName, number> = {
+  allOn: 0,
+  overdue: 10_000_000,
+  overdueUnlimited: 10_000_000,
+  allOff: 0,
+};
 
 /**
  * The run machine as the model sees time: it does not move, so a deadline is overdue when armed exactly
@@ -109,6 +122,8 @@ function modelInput(config: ModelConfig): RunInput {
     run: { runId: 'model', status: 'NOT_STARTED', tags: {}, createdAt: 0, updatedAt: 0, resumeAttempts: 0 },
     settings: runSettings(config),
     maxRuntimeSeconds: config.maxRuntimeSeconds,
+    heartbeatTimeoutSeconds: config.heartbeatTimeoutSeconds,
+    progressTimeoutSeconds: config.progressTimeoutSeconds,
   };
 }
 
@@ -173,6 +188,11 @@ function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
           events.push({ type: `xstate.error.actor.${invokeId}`, error: { code: 'RUN_NOT_FOUND' } });
         }
         if (effectState.id === 'run.started.confirmingCrash') events.push(done(moved(run, 'SUCCESS')));
+        if (effectState.id === 'run.started.watching.liveness.confirming') {
+          // The worker heartbeated (with progress) since the actor's copy, or finished.
+          const beat = run.updatedAt + 1;
+          events.push(done({ ...run, heartbeatAt: beat, progressAt: beat }), done(moved(run, 'SUCCESS')));
+        }
         break;
       }
       case 'count':
@@ -316,8 +336,10 @@ function describe(event: ModelEvent): string {
       ? `(${(output as unknown as WriteStatusOutput).applied ? 'applied' : `lost to ${(output as unknown as WriteStatusOutput).run?.status}`})`
       : output !== undefined && typeof output !== 'object'
         ? `(${String(output)})`
-        : output && typeof output === 'object' && 'status' in output
-          ? `(${(output as RunRecord).status})`
-          : '';
+        : output && typeof output === 'object' && 'heartbeatAt' in output
+          ? `(${(output as RunRecord).status}, heartbeat)`
+          : output && typeof output === 'object' && 'status' in output
+            ? `(${(output as RunRecord).status})`
+            : '';
   return `${state}:${kind}${detail}`;
 }

@@ -20,6 +20,7 @@ import {
   type RunLauncher,
   type RunRecord,
   type RunStore,
+  TAGS,
 } from '../../core/types.js';
 
 /** Tags the process launcher reads and writes on a run. */
@@ -49,6 +50,8 @@ export const WRAP_TAG = PROCESS_LAUNCHER_TAGS.wrap;
 export const WORKER_ENV = {
   runId: 'RUNWARDEN_RUN_ID',
   resumeAttempt: 'RUNWARDEN_RESUME_ATTEMPT',
+  /** Only for runs with a heartbeat timeout: the interval the monitor asked for (tag runwarden/heartbeat_seconds). */
+  heartbeatSeconds: 'RUNWARDEN_HEARTBEAT_SECONDS',
 } as const;
 
 export interface ProcessRunLauncherOptions {
@@ -242,6 +245,9 @@ export class ProcessRunLauncher implements RunLauncher {
       ...this.options.storeEnv,
       [WORKER_ENV.runId]: run.runId,
       [WORKER_ENV.resumeAttempt]: String(attempt),
+      ...(run.tags[TAGS.heartbeatSeconds]
+        ? { [WORKER_ENV.heartbeatSeconds]: run.tags[TAGS.heartbeatSeconds] }
+        : {}),
     };
     const [file, ...args] = (wrapped ? [...this.wrapperArgv(run, env), '--', ...argv] : argv) as [
       string,
