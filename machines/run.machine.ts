@@ -62,6 +62,8 @@ export interface Stall {
 export interface RunContext extends RunInput {
   unknownStreak: number;
   stall?: Stall;
+  /** The liveness deadline the timer was armed for (a poll may refresh the record meanwhile). */
+  livenessDueAt?: number;
   health?: HealthResult;
   failure?: PendingFailure;
   resumeAttempt?: number;
@@ -286,6 +288,7 @@ export const runMachine = setup({
       failure('QUEUED_TIMEOUT', messages.queuedTimeout(context.settings.queuedTimeoutSeconds), 'QUEUED'),
     ),
     resetUnknownStreak: assign({ unknownStreak: 0 }),
+    noteLivenessDue: assign({ livenessDueAt: ({ context }) => deadlines.liveness(context) }),
     recordReadRun: assign({
       run: ({ context, event }) => newerRun(context.run, (event as { output?: RunRecord }).output),
     }),
@@ -323,9 +326,11 @@ export const runMachine = setup({
     maxRuntimeOn: ({ context }) => context.maxRuntimeSeconds > 0,
     livenessOn: ({ context }) => deadlineOn.liveness(context),
     // A heartbeat or progress the stored record shows that the actor's copy did not: the worker is alive.
+    // Against the deadline the timer was armed for: a poll may have refreshed the actor's copy since.
     livenessMoved: ({ context }, params: { run: RunRecord | undefined }) =>
       params.run !== undefined &&
-      deadlines.liveness({ ...context, run: params.run }) > deadlines.liveness(context),
+      deadlines.liveness({ ...context, run: params.run }) >
+        (context.livenessDueAt ?? deadlines.liveness(context)),
     cancelTimeoutOn: ({ context }) => context.settings.cancelTimeoutSeconds > 0,
     // 0 means launcher calls may take as long as they take.
     launcherTimeoutOn: ({ context }) => context.settings.launcherTimeoutSeconds > 0,
@@ -502,8 +507,12 @@ export const runMachine = setup({
               states: {
                 choosing: {
                   always: [
-                    { guard: { type: 'overdue', params: { deadline: 'liveness' } }, target: 'confirming' },
-                    { guard: 'livenessOn', target: 'armed' },
+                    {
+                      guard: { type: 'overdue', params: { deadline: 'liveness' } },
+                      target: 'confirming',
+                      actions: 'noteLivenessDue',
+                    },
+                    { guard: 'livenessOn', target: 'armed', actions: 'noteLivenessDue' },
                     { target: 'off' },
                   ],
                 },

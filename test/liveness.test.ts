@@ -107,6 +107,25 @@ describe('heartbeat timeout', () => {
   });
 });
 
+describe('liveness with health polls', () => {
+  it('a poll that refreshes the actor’s record while the timer is out never makes it act early', async () => {
+    // Progress at 1 s moves the deadline from 20 s to 21 s. The poll at 5 s hands the actor that record
+    // before the timer (armed for 20 s) fires: the re-read must be compared with the deadline the timer was
+    // armed for, or the worker is judged hung at 20 s, a second early.
+    const h = await harness({
+      config: { progressTimeoutSeconds: 20, pollIntervalSeconds: 5, maxResumeRunAttempts: 0 },
+    });
+    const runId = await h.startedRun();
+    await h.advance(1 * SECOND);
+    await h.store.heartbeat(runId, { progress: true });
+    await h.step(19, SECOND); // second by second, so each poll lands before the next timer
+    expect(await h.status(runId)).toBe('STARTED');
+    await h.advance(1 * SECOND);
+    expect(await h.status(runId)).toBe('FAILURE');
+    expect(await h.failureReason(runId)).toBe('PROGRESS_TIMEOUT');
+  });
+});
+
 describe('progress timeout', () => {
   it('heartbeats alone do not count as progress: PROGRESS_TIMEOUT', async () => {
     const h = await harness({ config: { progressTimeoutSeconds: 60, maxResumeRunAttempts: 0 } });
