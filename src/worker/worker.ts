@@ -433,8 +433,10 @@ export class RunWorker {
     await Promise.allSettled([...this.inFlight]);
     this.finished = true;
     let run: RunRecord | undefined;
+    // Pending progress is dropped, not flushed: nothing may delay the CANCELED write, which races a main that
+    // lets the step's cancel error escape and crash the process (writes in flight finish in release()).
+    void this.progressWriter.close();
     try {
-      await this.progressWriter.flush();
       const message = `Run canceled: its worker (pid ${process.pid}) stopped after the cancel request.`;
       run = await this.writeFinal('CANCELED', ['CANCELING'], message);
     } finally {
