@@ -12,18 +12,26 @@
 // is final once the monitor has written it: a succeed() or fail() that comes later reports nothing and exits
 // the same way.
 //
+// Liveness: with `heartbeatSeconds` (or RUNWARDEN_HEARTBEAT_SECONDS, which the launcher sets for a run with a
+// heartbeat timeout) the worker heartbeats from a timer on its own event loop, so a blocked loop stops the
+// heartbeats and a hung worker looks hung. Steps starting and finishing, and `run.progress()`, are signs of
+// progress, written at most once a second (src/worker/liveness.ts).
+//
 // This module imports no XState and no monitor code: a worker loads only the store it writes to.
 import { errorText } from '../../machines/messages.js';
 import { RunNotFoundError, RunwardenError } from '../core/errors.js';
 import { isMaxRuntimeStop } from '../stores/contract.js';
 import { openStore, STORE_ENV } from '../stores/store-url.js';
 import { isTerminal, type RunRecord, type RunStatus, type RunStore, TAGS } from '../core/types.js';
+import { parseHeartbeatSeconds, ProgressWriter, TimerHeartbeat, WriteFailures } from './liveness.js';
 
-/** Environment variables a launcher gives a run worker (ProcessRunLauncher sets all three). */
+/** Environment variables a launcher gives a run worker (ProcessRunLauncher sets the first three). */
 export const RUN_WORKER_ENV = {
   runId: 'RUNWARDEN_RUN_ID',
   resumeAttempt: 'RUNWARDEN_RESUME_ATTEMPT',
   store: STORE_ENV,
+  /** Seconds between heartbeats; set by the launcher for runs that have a heartbeat timeout. */
+  heartbeatSeconds: 'RUNWARDEN_HEARTBEAT_SECONDS',
 } as const;
 
 /** `data.status` of the step events a worker appends. Only `completed` matters to a resumed worker. */
@@ -43,9 +51,11 @@ export interface StepEventData {
 }
 
 /**
- * Where heartbeats will plug in (a later issue). A heartbeat would let the monitor tell a hung worker from a
- * busy one on launchers that cannot see processes. Today the SDK calls `start` once the run is STARTED and
- * `stop` when the worker reports a final status or exits; `noHeartbeat` does nothing.
+ * How a worker heartbeats. The SDK calls `start` once the run is STARTED and `stop` when the worker reports a
+ * final status or exits. The default is the SDK's own: `store.heartbeat(runId)` at once and then every
+ * `heartbeatSeconds` (option, else RUNWARDEN_HEARTBEAT_SECONDS) from an unref'd timer on the worker's event
+ * loop, or none when neither is set. A `heartbeat` option replaces it (`noHeartbeat`: none at all), and then
+ * the heartbeats are its job: a run with a heartbeat timeout fails without them.
  */
 export interface WorkerHeartbeat {
   start(context: HeartbeatContext): void | Promise<void>;
@@ -58,9 +68,11 @@ export interface HeartbeatContext {
   store: RunStore;
   /** Aborts when the worker is canceled or finishes. */
   signal: AbortSignal;
+  /** Seconds between heartbeats asked for (`heartbeatSeconds` or RUNWARDEN_HEARTBEAT_SECONDS), if any. */
+  intervalSeconds?: number;
 }
 
-/** The default heartbeat: none. */
+/** No heartbeats, even when RUNWARDEN_HEARTBEAT_SECONDS is set. */
 export const noHeartbeat: WorkerHeartbeat = Object.freeze({
   start() {},
   stop() {},
@@ -84,10 +96,17 @@ export interface StartRunWorkerOptions {
   exit?: (code: number) => void;
   /** Where SIGTERM is listened for. Default: process (tests pass an EventEmitter and emit 'SIGTERM'). */
   signals?: SignalSource;
+  /**
+   * Seconds between heartbeats (`store.heartbeat`), a number > 0. Default: RUNWARDEN_HEARTBEAT_SECONDS, which
+   * the launcher sets for runs that have a heartbeat timeout; with neither, the worker sends none.
+   */
+  heartbeatSeconds?: number;
+  /** Replaces the SDK's heartbeat timer (see WorkerHeartbeat); `noHeartbeat` turns heartbeats off. */
   heartbeat?: WorkerHeartbeat;
   /**
    * Told, in one line, when the worker decides something on its own that the caller did not ask for (a final
-   * report left to the monitor's maximum-runtime stop). Default: a line on stderr, i.e. the worker's log.
+   * report left to the monitor's maximum-runtime stop), and when heartbeat or progress writes start failing
+   * and work again. Default: a line on stderr, i.e. the worker's log.
    */
   notice?: (message: string) => void;
 }
@@ -132,6 +151,8 @@ export class RunWorker {
   private readonly used = new Set<string>();
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly heartbeat: WorkerHeartbeat;
+  private readonly heartbeatSeconds: number | undefined;
+  private readonly progressWriter: ProgressWriter;
   private readonly exit: (code: number) => void;
   private readonly signals: SignalSource;
   private readonly notice: (message: string) => void;
@@ -150,6 +171,8 @@ export class RunWorker {
       runId: string;
       attempt: number;
       heartbeat: WorkerHeartbeat;
+      heartbeatSeconds: number | undefined;
+      failures: WriteFailures;
       exit: (code: number) => void;
       signals: SignalSource;
       notice: (message: string) => void;
@@ -159,6 +182,8 @@ export class RunWorker {
     this.attempt = options.attempt;
     this.signal = this.controller.signal;
     this.heartbeat = options.heartbeat;
+    this.heartbeatSeconds = options.heartbeatSeconds;
+    this.progressWriter = new ProgressWriter(store, this.runId, this.attempt, options.failures);
     this.exit = options.exit;
     this.signals = options.signals;
     this.notice = options.notice;
@@ -198,6 +223,7 @@ export class RunWorker {
         status: 'skipped',
         attempt: this.attempt,
       });
+      this.progressWriter.mark();
       return done.result as T;
     }
     const work = this.runStep(name, fn);
@@ -207,6 +233,22 @@ export class RunWorker {
     } finally {
       this.inFlight.delete(work);
     }
+  }
+
+  /**
+   * A sign of progress (`progressAt`, for the run's progress timeout), as a step starting or finishing is.
+   * Returns at once: writes are coalesced to at most one a second, the latest landing within that second, and
+   * a failed one is logged and tried again, never thrown. `message` is logged as an ENGINE_EVENT with the
+   * write (of a burst, only the latest message; use log() for every one). Does nothing after the final report.
+   */
+  progress(message?: string): void {
+    if (message !== undefined && typeof message !== 'string') {
+      throw new RunwardenError(
+        'INVALID_PROGRESS',
+        `run.progress() takes an optional message string; got ${typeof message}.`,
+      );
+    }
+    this.progressWriter.mark(message);
   }
 
   /** Appends an ENGINE_EVENT to the run's event log. */
@@ -223,6 +265,7 @@ export class RunWorker {
     if (this.termination) return this.waitForTermination();
     this.assertRunning();
     this.finished = true;
+    await this.progressWriter.flush();
     return this.report('SUCCESS', message);
   }
 
@@ -235,6 +278,7 @@ export class RunWorker {
     if (this.termination) return this.waitForTermination();
     this.assertRunning();
     this.finished = true;
+    await this.progressWriter.flush();
     const text = errorText(error);
     try {
       await this.store.appendEvent(this.runId, {
@@ -249,7 +293,10 @@ export class RunWorker {
     return this.report('FAILURE', `Run failed: ${text}`);
   }
 
-  /** Releases the store and the signal handler without reporting anything (the monitor will see the worker gone). */
+  /**
+   * Stops the heartbeats and releases the store and the signal handler without reporting anything (the
+   * monitor will see the worker gone).
+   */
   async close(): Promise<void> {
     this.finished = true;
     await this.release();
@@ -304,17 +351,20 @@ export class RunWorker {
         this.completed.set(data.step, { result: data.result });
       }
     }
-    await this.heartbeat.start({
+    const context: HeartbeatContext = {
       runId: this.runId,
       attempt: this.attempt,
       store: this.store,
       signal: this.signal,
-    });
+    };
+    if (this.heartbeatSeconds !== undefined) context.intervalSeconds = this.heartbeatSeconds;
+    await this.heartbeat.start(context);
   }
 
   private async runStep<T>(name: string, fn: (context: StepContext) => T | Promise<T>): Promise<T> {
     const startedAt = Date.now();
     await this.record(`Step ${name} started.`, { step: name, status: 'started', attempt: this.attempt });
+    this.progressWriter.mark();
     let result: T;
     try {
       result = await fn({ signal: this.signal, attempt: this.attempt, runId: this.runId });
@@ -332,6 +382,7 @@ export class RunWorker {
           error: errorText(error),
         },
       ).catch(() => {});
+      this.progressWriter.mark();
       throw error;
     }
     const data: StepEventData = {
@@ -344,6 +395,7 @@ export class RunWorker {
     if (recorded.ok) data.result = recorded.value;
     else data.resultRecorded = false;
     await this.record(`Step ${name} completed.`, data);
+    this.progressWriter.mark();
     return result;
   }
 
@@ -381,6 +433,9 @@ export class RunWorker {
     await Promise.allSettled([...this.inFlight]);
     this.finished = true;
     let run: RunRecord | undefined;
+    // Pending progress is dropped, not flushed: nothing may delay the CANCELED write, which races a main that
+    // lets the step's cancel error escape and crash the process (writes in flight finish in release()).
+    void this.progressWriter.close();
     try {
       const message = `Run canceled: its worker (pid ${process.pid}) stopped after the cancel request.`;
       run = await this.writeFinal('CANCELED', ['CANCELING'], message);
@@ -467,6 +522,7 @@ export class RunWorker {
       );
     }
     try {
+      await this.progressWriter.close();
       await this.heartbeat.stop();
     } finally {
       if (this.ownsStore) await this.store.close?.();
@@ -496,15 +552,26 @@ export async function startRunWorker(options: StartRunWorkerOptions = {}): Promi
       `${RUN_WORKER_ENV.store} is not set: a run worker needs the store location (e.g. sqlite:/var/lib/runwarden/runs.db), or pass { store }.`,
     );
   }
+  const heartbeatSeconds = parseHeartbeatSeconds(
+    options.heartbeatSeconds,
+    RUN_WORKER_ENV.heartbeatSeconds,
+    env[RUN_WORKER_ENV.heartbeatSeconds],
+  );
+  const notice = options.notice ?? ((message: string) => process.stderr.write(`${message}\n`));
+  const failures = new WriteFailures(runId, notice);
   const owns = typeof storeOption === 'string';
   const store = owns ? openStore(storeOption) : storeOption;
   const worker = new RunWorker(store, owns, {
     runId,
     attempt,
-    heartbeat: options.heartbeat ?? noHeartbeat,
+    heartbeat:
+      options.heartbeat ??
+      (heartbeatSeconds === undefined ? noHeartbeat : new TimerHeartbeat(heartbeatSeconds * 1000, failures)),
+    heartbeatSeconds,
+    failures,
     exit: options.exit ?? ((code) => process.exit(code)),
     signals: options.signals ?? process,
-    notice: options.notice ?? ((message) => process.stderr.write(`${message}\n`)),
+    notice,
   });
   try {
     await worker.begin(options.handleSignals !== false);
