@@ -24,6 +24,7 @@ const { values: args } = parseArgs({
     'check-ms': { type: 'string', default: '5' },
     'cpu-prof': { type: 'string' },
     markdown: { type: 'boolean', default: false },
+    metrics: { type: 'string', default: 'off' },
     from: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
@@ -44,6 +45,9 @@ if (args.help) {
   --check-ms 5                duration of one health check
   --cpu-prof DIR              run the Runwarden workers under node --cpu-prof, profiles in DIR
   --markdown                  print the tables as Markdown (docs/performance.md)
+  --metrics off               on: the Runwarden variant with createRunMonitor({ metrics }); compare: only
+                              track and lateness, Runwarden with metrics off and on taking turns, and the
+                              ratio on/off of each figure
   --from FILE.json            render a report saved with --json instead of measuring
 `);
   process.exit(0);
@@ -59,6 +63,11 @@ const stopMax = Number(args['stop-max']);
 const scenarios = new Set(String(args.scenarios).split(','));
 const naiveMax = Number(args['naive-max']);
 const windowMs = Number(args['window-ms']);
+const metricsMode = String(args.metrics);
+if (!['off', 'on', 'compare'].includes(metricsMode)) {
+  process.stderr.write(`--metrics: expected off, on or compare, got ${JSON.stringify(metricsMode)}\n`);
+  process.exit(2);
+}
 const worker = fileURLToPath(new URL('./worker.js', import.meta.url));
 const began = Date.now();
 
@@ -152,7 +161,66 @@ async function repeat(
   (results[scenario] ??= {})[variant] = { median: medianOf(samples), samples };
 }
 
+/** Track and lateness with the monitor's metrics off and on, alternating, so load drift hits both alike. */
+async function compareMetrics(): Promise<void> {
+  const lines = [
+    `Metrics off / on (createRunMonitor({ metrics })), medians of ${reps} alternating runs; load ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')} at start`,
+  ];
+  const figures: [string, string, string][] = [
+    ['track', 'trackMs', 'track: start() until all armed (ms)'],
+    ['track', 'bytesPerRun', 'memory: retained heap per run (B)'],
+    ['lateness', 'lateness.p50', 'deadline lateness p50 (ms)'],
+    ['lateness', 'lateness.p99', 'deadline lateness p99 (ms)'],
+    ['lateness', 'cpuMs', 'CPU from 1st deadline to last failure (ms)'],
+  ];
+  const all: Record<string, Record<string, { off: Sample[]; on: Sample[] }>> = {};
+  for (const n of sizes) {
+    const results: Record<string, { off: Sample[]; on: Sample[] }> = {};
+    all[n] = results;
+    for (const scenario of ['track', 'lateness'].filter((s) => scenarios.has(s))) {
+      const base =
+        scenario === 'track'
+          ? { measureStop: false }
+          : { windowMs, dagsterIntervalMs: Number(args['dagster-interval-ms']) };
+      const pair = (results[scenario] = { off: [] as Sample[], on: [] as Sample[] });
+      for (let r = 0; r < reps; r++) {
+        for (const metrics of [false, true]) {
+          const label = `${scenario} metrics ${metrics ? 'on' : 'off'} N=${n} #${r + 1}`;
+          const options = JSON.stringify({ ...base, metrics });
+          (metrics ? pair.on : pair.off).push(
+            await measure(label, [scenario, 'runwarden', String(n), options], false),
+          );
+        }
+      }
+    }
+    lines.push('', `N = ${n.toLocaleString('en-US')}`);
+    for (const [scenario, path, metric] of figures) {
+      const pair = results[scenario];
+      if (!pair) continue;
+      const value = (samples: Sample[]) => {
+        let v: unknown = medianOf(samples);
+        for (const key of path.split('.')) v = (v as Record<string, unknown>)[key];
+        return v as number;
+      };
+      const [off, on] = [value(pair.off), value(pair.on)];
+      lines.push(
+        `  ${metric.padEnd(45)} off ${round(off).toString().padStart(8)}  on ${round(on).toString().padStart(8)}  on/off ${(on / off).toFixed(2)}`,
+      );
+    }
+    const scrape = results.track?.on.map((s) => s.scrapeMs as number);
+    if (scrape?.length)
+      lines.push(`  one scrape of /metrics text with N runs watched (ms): ${round(median(scrape))}`);
+  }
+  process.stdout.write(
+    args.json ? `${JSON.stringify({ loadAverage: os.loadavg(), results: all })}\n` : `${lines.join('\n')}\n`,
+  );
+}
+
 async function main() {
+  if (metricsMode === 'compare') return compareMetrics();
   if (args.from) {
     const saved = JSON.parse(readFileSync(args.from, 'utf8')) as ReturnType<typeof buildReport>;
     process.stdout.write(args.json ? `${JSON.stringify(saved)}\n` : render(saved));
@@ -169,12 +237,17 @@ async function main() {
       const variants: Variant[] = naive ? ['runwarden', 'floor', 'naive'] : ['runwarden', 'floor'];
       // The XState floor (bench/xstate-floor.ts) only where it is defined: arming actors and firing them.
       const withXState: Variant[] = [...variants, 'xstate'];
+      const metrics = metricsMode === 'on';
       if (scenarios.has('track')) {
-        const options = JSON.stringify({ measureStop: n <= stopMax });
+        const options = JSON.stringify({ measureStop: n <= stopMax, metrics });
         for (const v of withXState) await repeat(results, 'track', v, n, reps, [options]);
       }
       if (scenarios.has('lateness')) {
-        const options = JSON.stringify({ windowMs, dagsterIntervalMs: Number(args['dagster-interval-ms']) });
+        const options = JSON.stringify({
+          windowMs,
+          dagsterIntervalMs: Number(args['dagster-interval-ms']),
+          metrics,
+        });
         for (const v of [...withXState, 'dagster' as const])
           await repeat(results, 'lateness', v, n, longReps, [options]);
       }

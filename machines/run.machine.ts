@@ -51,6 +51,9 @@ export interface PendingFailure {
   from: RunStatus[];
   /** Terminate the worker once FAILURE is stored (start timeout). */
   terminateWorker: boolean;
+  /** For the host's metrics: the deadline this failure enforces, or when the crash behind it was first seen. */
+  deadline?: number | undefined;
+  badSince?: number | undefined;
 }
 
 /** Why a live worker was judged hung: which of its liveness deadlines passed without a sign from it. */
@@ -64,14 +67,32 @@ export interface RunContext extends RunInput {
   stall?: Stall;
   /** The liveness deadline the timer was armed for (a poll may refresh the record meanwhile). */
   livenessDueAt?: number;
+  /** When the first bad or unsure health result of the current streak arrived (crash detection time). */
+  badSince?: number | undefined;
   health?: HealthResult;
   failure?: PendingFailure;
   resumeAttempt?: number;
   lastError?: string;
 }
 
+/** A health result as the host delivers it: stamped with when it arrived, on the host's clock. */
+export type CheckedHealth = HealthResult & { at?: number };
+
 export type RunMachineEvent =
-  { type: 'run.updated'; run: RunRecord } | { type: 'health.checked'; run?: RunRecord; result: HealthResult };
+  | { type: 'run.updated'; run: RunRecord }
+  | { type: 'health.checked'; run?: RunRecord; result: CheckedHealth };
+
+/**
+ * What an effect's write decides, for the host's metrics: the action and its reason (bounded label values),
+ * and the moment it became due — a deadline, or the first bad health result — so the host can measure how
+ * long it took until the decision was written.
+ */
+export interface DecisionInput {
+  action: 'fail' | 'cancel' | 'resume' | 'terminate';
+  reason: string;
+  deadline?: number | undefined;
+  badSince?: number | undefined;
+}
 
 export interface WriteStatusInput {
   runId: string;
@@ -79,6 +100,7 @@ export interface WriteStatusInput {
   from: RunStatus[];
   message: string;
   tags?: Record<string, string>;
+  decision?: DecisionInput;
 }
 /** `run` is the stored record after the write, or the current one when the compare-and-set did not apply. */
 export interface WriteStatusOutput {
@@ -92,6 +114,9 @@ export interface EngineEventInput {
 }
 export interface LauncherCallInput {
   runId: string;
+}
+export interface ResumeAttemptInput extends LauncherCallInput {
+  decision?: DecisionInput;
 }
 export interface TerminateInput extends LauncherCallInput {
   /** The FAILURE write journaled this termination (TAGS.terminatePending): clear the journal once done. */
@@ -199,14 +224,16 @@ export function newerRun(current: RunRecord, incoming: RunRecord | undefined): R
 }
 
 const isUnsure = (r: HealthResult) => r.transient === true || r.status === 'UNKNOWN';
+const healthAt = (event: RunMachineEvent) => (event.type === 'health.checked' ? event.result.at : undefined);
 
 function failure(
   reason: FailureReason,
   message: string,
   from: RunStatus,
   terminateWorker = false,
+  due: { deadline?: number; badSince?: number | undefined } = {},
 ): { failure: PendingFailure } {
-  return { failure: { reason, message, from: [from], terminateWorker } };
+  return { failure: { reason, message, from: [from], terminateWorker, ...due } };
 }
 
 /** The tags of the FAILURE write: the reason, and the journal of a termination still to be done. */
@@ -219,7 +246,9 @@ function failureTags(failure: PendingFailure | undefined): Record<string, string
 /** FAILURE for a run that never reported STARTED, then terminate its worker if so configured. */
 function startTimeoutFailure(context: RunContext, debugInfo?: string): { failure: PendingFailure } {
   const message = messages.startTimeout(context.settings.startTimeoutSeconds, debugInfo);
-  return failure('START_TIMEOUT', message, 'STARTING', context.settings.terminateOnStartTimeout);
+  return failure('START_TIMEOUT', message, 'STARTING', context.settings.terminateOnStartTimeout, {
+    deadline: deadlines.starting(context),
+  });
 }
 
 /** FAILURE after max runtime when the worker could not be confirmed gone. */
@@ -235,7 +264,9 @@ function stallFailure(context: RunContext, stall: Stall): { failure: PendingFail
     max > 0
       ? messages.stalledNoAttemptsLeft(stalled, context.run.runId, max)
       : messages.stalledFailed(stalled, context.run.runId);
-  return failure(stall.reason, message, 'STARTED');
+  // For the metrics, the missed liveness deadline is both the deadline and when the stall was first seen.
+  const due = { deadline: context.livenessDueAt, badSince: context.livenessDueAt };
+  return failure(stall.reason, message, 'STARTED', false, due);
 }
 
 function crashFailure(context: RunContext): { failure: PendingFailure } {
@@ -246,7 +277,7 @@ function crashFailure(context: RunContext): { failure: PendingFailure } {
     max > 0
       ? messages.crashedNoAttemptsLeft(health, context.run.runId, max)
       : messages.crashed(health, context.run.runId);
-  return failure('RUN_WORKER_CRASHED', message, 'STARTED');
+  return failure('RUN_WORKER_CRASHED', message, 'STARTED', false, { badSince: context.badSince });
 }
 
 // The host provides every effect with runMachine.provide({ actors }); these only say so when it did not.
@@ -266,7 +297,7 @@ export const runMachine = setup({
     writeStatus: hostProvided<WriteStatusOutput, WriteStatusInput>('writeStatus'),
     appendEngineEvent: hostProvided<void, EngineEventInput>('appendEngineEvent'),
     readRun: hostProvided<RunRecord | undefined, LauncherCallInput>('readRun'),
-    recordResumeAttempt: hostProvided<number, LauncherCallInput>('recordResumeAttempt'),
+    recordResumeAttempt: hostProvided<number, ResumeAttemptInput>('recordResumeAttempt'),
     terminateWorker: hostProvided<boolean, TerminateInput>('terminateWorker'),
     resumeWorker: hostProvided<void, LauncherCallInput & { attempt: number }>('resumeWorker'),
     fetchDebugInfo: hostProvided<string | undefined, LauncherCallInput>('fetchDebugInfo'),
@@ -282,21 +313,33 @@ export const runMachine = setup({
         'START_TIMEOUT',
         messages.notLaunchedTimeout(context.settings.startTimeoutSeconds),
         'NOT_STARTED',
+        false,
+        { deadline: deadlines.notStarted(context) },
       ),
     ),
     failQueued: assign(({ context }) =>
-      failure('QUEUED_TIMEOUT', messages.queuedTimeout(context.settings.queuedTimeoutSeconds), 'QUEUED'),
+      failure(
+        'QUEUED_TIMEOUT',
+        messages.queuedTimeout(context.settings.queuedTimeoutSeconds),
+        'QUEUED',
+        false,
+        { deadline: deadlines.queued(context) },
+      ),
     ),
-    resetUnknownStreak: assign({ unknownStreak: 0 }),
+    resetUnknownStreak: assign({ unknownStreak: 0, badSince: undefined }),
     noteLivenessDue: assign({ livenessDueAt: ({ context }) => deadlines.liveness(context) }),
     recordReadRun: assign({
       run: ({ context, event }) => newerRun(context.run, (event as { output?: RunRecord }).output),
     }),
-    countUnknown: assign({ unknownStreak: ({ context }) => context.unknownStreak + 1 }),
+    countUnknown: assign({
+      unknownStreak: ({ context }) => context.unknownStreak + 1,
+      badSince: ({ context, event }) => context.badSince ?? healthAt(event),
+    }),
     recordHealth: assign({
       health: ({ event }) => (event.type === 'health.checked' ? event.result : undefined),
       unknownStreak: 0,
       stall: undefined,
+      badSince: ({ context, event }) => context.badSince ?? healthAt(event),
     }),
     // Host-provided fire-and-forget: log the failed effect (the machine retries after storeRetry).
     reportEffectError: () => {},
@@ -609,7 +652,14 @@ export const runMachine = setup({
             countingAttempt: {
               invoke: {
                 src: 'recordResumeAttempt',
-                input: ({ context }) => ({ runId: context.run.runId }),
+                input: ({ context }) => ({
+                  runId: context.run.runId,
+                  decision: {
+                    action: 'resume' as const,
+                    reason: context.stall?.reason ?? 'RUN_WORKER_CRASHED',
+                    badSince: context.stall ? context.livenessDueAt : context.badSince,
+                  },
+                }),
                 onDone: {
                   target: 'announcingLaunch',
                   actions: assign({
@@ -701,6 +751,11 @@ export const runMachine = setup({
               from: ['STARTED' as const],
               message: messages.maxRuntimeCanceling(context.maxRuntimeSeconds),
               tags: { [TAGS.cancelReason]: 'MAX_RUNTIME_EXCEEDED' },
+              decision: {
+                action: 'terminate' as const,
+                reason: 'MAX_RUNTIME_EXCEEDED',
+                deadline: deadlines.started(context),
+              },
             }),
             onDone: [
               {
@@ -797,6 +852,11 @@ export const runMachine = setup({
               to: 'CANCELED' as const,
               from: ['CANCELING' as const],
               message: messages.cancelTimeout(context.settings.cancelTimeoutSeconds),
+              decision: {
+                action: 'cancel' as const,
+                reason: 'CANCEL_TIMEOUT',
+                deadline: deadlines.canceling(context),
+              },
             }),
             onDone: [
               {
@@ -825,6 +885,12 @@ export const runMachine = setup({
           from: context.failure?.from ?? [],
           message: context.failure?.message ?? '',
           tags: failureTags(context.failure),
+          decision: {
+            action: 'fail' as const,
+            reason: context.failure?.reason ?? 'UNKNOWN',
+            deadline: context.failure?.deadline,
+            badSince: context.failure?.badSince,
+          },
         }),
         onDone: [
           {

@@ -25,6 +25,7 @@ export * from './core/errors.js';
 export { MemoryRunStore } from './stores/memory/memory-store.js';
 export type { MonitorLogger } from './monitor/logger.js';
 export { createRunMonitor, type RunMonitor, type RunMonitorOptions } from './monitor/monitor.js';
+export type { MetricsRegistry } from './monitor/metrics.js';
 export {
   ATTEMPT_TAG,
   COMMAND_TAG,

@@ -130,7 +130,7 @@ logging: debug
         message:
           'unknown key; known keys are command, cwd, env, log_dir, terminate_grace_seconds, kill_wait_seconds, wrap',
       },
-      { path: 'logging', message: 'unknown key; known keys are run_monitoring, storage, launcher' },
+      { path: 'logging', message: 'unknown key; known keys are run_monitoring, storage, launcher, http' },
       {
         path: 'run_monitoring.start_timeout_seconds',
         message: 'expected a finite number of seconds >= 0 (0 switches this check off), got -1',

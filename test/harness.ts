@@ -1,4 +1,5 @@
 // A monitor on simulated time over a real MemoryRunStore and a FakeLauncher, as a user would wire it.
+import type { Registry } from 'prom-client';
 import { SimulatedClock } from 'xstate';
 import type { MonitorConfig } from '../src/core/config.js';
 import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
@@ -23,6 +24,7 @@ export interface HarnessOptions {
   store?: RunStore;
   clock?: SimulatedClock;
   start?: boolean;
+  metrics?: Registry;
 }
 
 export async function harness(options: HarnessOptions = {}) {
@@ -30,7 +32,13 @@ export async function harness(options: HarnessOptions = {}) {
   const store = options.store ?? new MemoryRunStore({ clock });
   const fake = new FakeLauncher(options.launcher);
   const launcher = options.customLauncher ?? fake;
-  const monitor = createRunMonitor({ store, launcher, clock, config: options.config });
+  const monitor = createRunMonitor({
+    store,
+    launcher,
+    clock,
+    config: options.config,
+    metrics: options.metrics,
+  });
   if (options.start !== false) {
     await monitor.start();
     await monitor.settle();

@@ -1,6 +1,7 @@
 // deadline lateness: N STARTING runs whose start deadlines fall evenly over a window (10 s); for each run,
 // the time from its deadline to its RUN_FAILURE event. Variants: the monitor, naive XState (one parent),
 // the floor (a setTimeout per run) and a Dagster-style poll loop (scan every run every interval).
+import { Registry } from 'prom-client';
 import { realClock } from '../../src/core/clock.js';
 import { MemoryRunStore } from '../../src/stores/memory/memory-store.js';
 import { createRunMonitor } from '../../src/monitor/monitor.js';
@@ -28,6 +29,8 @@ export interface LatenessOptions {
   marginMs?: number;
   /** The Dagster-style loop's interval (Dagster's default poll_interval_seconds is 120). */
   dagsterIntervalMs?: number;
+  /** Runwarden only: createRunMonitor({ metrics }) with a fresh prom-client Registry. */
+  metrics?: boolean;
 }
 
 export interface LatenessResult {
@@ -37,6 +40,8 @@ export interface LatenessResult {
   /** CPU ms (user + system) the process used from the first deadline until the last failure. */
   cpuMs: number;
   windowMs: number;
+  /** With `metrics`: the observations in runwarden_deadline_lateness_seconds (must be N). */
+  latenessObserved?: number;
 }
 
 const START_TIMEOUT_SECONDS = 60;
@@ -74,6 +79,7 @@ export async function lateness(
     armedAt = Date.now();
   };
   let stop: () => Promise<void> | void;
+  let registry: Registry | undefined;
   if (variant === 'floor') {
     const timers = new Map<string, NodeJS.Timeout>();
     for await (const page of pages(store, ['STARTING'])) {
@@ -129,10 +135,11 @@ export async function lateness(
       feedPollIntervalSeconds: 3600,
       launcherTimeoutSeconds: 3600,
     };
+    registry = options.metrics && variant === 'runwarden' ? new Registry() : undefined;
     const monitor =
       variant === 'naive'
         ? createNaiveMonitor({ store, launcher, clock, config })
-        : createRunMonitor({ store, launcher, clock, config });
+        : createRunMonitor({ store, launcher, clock, config, metrics: registry });
     await monitor.start();
     await Promise.race([armed, sleep(firstDeadline + windowMs - Date.now())]);
     stop = async () => {
@@ -152,11 +159,14 @@ export async function lateness(
   const cpu = process.cpuUsage(cpu0);
   unsubscribe();
   await stop();
+  const observed =
+    registry && /^runwarden_deadline_lateness_seconds_count (\d+)$/m.exec(await registry.metrics());
   return {
     lateness: distribution(lateness),
     armedLateMs: Math.max(0, armedAt - firstDeadline),
     cpuMs: (cpu.user + cpu.system) / 1000,
     windowMs,
+    ...(registry && { latenessObserved: Number(observed?.[1]) }),
   };
 }
 

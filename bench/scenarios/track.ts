@@ -1,5 +1,6 @@
 // track + memory: start() over N active runs already in a MemoryRunStore, until every run's deadline timer
 // is armed; then the retained heap per run after GC. Each worker process measures one variant.
+import { Registry } from 'prom-client';
 import { MemoryRunStore } from '../../src/stores/memory/memory-store.js';
 import { createRunMonitor } from '../../src/monitor/monitor.js';
 import { createNaiveMonitor } from '../naive.js';
@@ -28,6 +29,8 @@ export interface TrackResult {
   bytesPerRun: number;
   /** ms for monitor.stop() (the floor: clearing its timers) with every run still armed. */
   stopMs: number;
+  /** With `metrics`: ms for one scrape of the registry (Prometheus text) with every run watched. */
+  scrapeMs?: number;
 }
 
 export interface TrackOptions {
@@ -35,6 +38,8 @@ export interface TrackOptions {
   shardSize?: number;
   /** Time stop() with every run armed (default true); the worker exits without stopping otherwise. */
   measureStop?: boolean;
+  /** Runwarden only: createRunMonitor({ metrics }) with a fresh prom-client Registry. */
+  metrics?: boolean;
 }
 
 export async function track(
@@ -66,6 +71,7 @@ export async function track(
   let keep: unknown;
   let stop: () => Promise<void>;
   let startResolvedMs: number;
+  let scrapeMs: number | undefined;
   if (variant === 'floor') {
     // The floor: a Map of setTimeout handles, each doing the store transition its deadline calls for.
     const timers = new Map<string, NodeJS.Timeout>();
@@ -119,10 +125,12 @@ export async function track(
     stop = async () => monitor.stop();
   } else {
     const clock = countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget);
+    const registry = options.metrics ? new Registry() : undefined;
     const monitor = createRunMonitor({
       store,
       launcher: new FakeLauncher(),
       clock,
+      metrics: registry,
       config: {
         startTimeoutSeconds: FAR_SECONDS,
         cancelTimeoutSeconds: FAR_SECONDS,
@@ -137,6 +145,17 @@ export async function track(
     await armed;
     // The first health poll (at start) and its sweep finish before the heap is read.
     await monitor.settle();
+    if (registry) {
+      const s0 = performance.now();
+      const text = await registry.metrics();
+      scrapeMs = performance.now() - s0;
+      // The gauge must have counted every run, or the scrape measured nothing.
+      const watched = [...text.matchAll(/^runwarden_runs\{status="\w+"\} (\d+)$/gm)].reduce(
+        (sum, m) => sum + Number(m[1]),
+        0,
+      );
+      if (watched !== n) throw new Error(`runwarden_runs counts ${watched} runs, expected ${n}`);
+    }
   }
   await armed;
   const after = await heapUsed();
@@ -145,8 +164,8 @@ export async function track(
   // monitor.stop() with every run actor still armed: a host shutting down.
   const s0 = performance.now();
   if (options.measureStop === false)
-    return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs: Number.NaN };
+    return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs: Number.NaN, scrapeMs };
   await stop();
   const stopMs = performance.now() - s0;
-  return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs };
+  return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs, scrapeMs };
 }

@@ -55,6 +55,12 @@ storeOptions(
       )
         .preset('8899')
         .argParser(listenAddress),
+    )
+    .addOption(
+      new Option(
+        '--http <[host:]port>',
+        'serve /metrics, /healthz and /readyz on 127.0.0.1:PORT, or HOST:PORT (port 0: a free one)',
+      ).argParser(listenAddress),
     ),
 ).action(async (options) => {
   const { monitorCommand } = await import('./commands.js');

@@ -17,6 +17,8 @@ import { MAX_RUNTIME_TAG_EXPECTED, MAX_RUNTIME_TAGS, parseMaxRuntimeTag } from '
 import { LaunchError, RunNotFoundError, RunwardenError } from '../core/errors.js';
 import type { RunMonitorOptions } from '../monitor/monitor.js';
 import type { MonitorLogger } from '../monitor/logger.js';
+import type { MonitorHttpServer, MonitorPhase } from './http-server.js';
+import type { Registry } from 'prom-client';
 import { COMMAND_TAG, ProcessRunLauncher, WRAP_TAG } from '../launchers/process/process-launcher.js';
 import { SqliteRunStore } from '../stores/sqlite/sqlite-store.js';
 import { parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
@@ -113,7 +115,11 @@ function warn(text: string): void {
 // --- monitor ---------------------------------------------------------------------------------------------
 
 export async function monitorCommand(
-  options: StoreOptions & { logLevel?: string; inspect?: { host: string; port: number } },
+  options: StoreOptions & {
+    logLevel?: string;
+    inspect?: { host: string; port: number };
+    http?: { host: string; port: number };
+  },
 ): Promise<void> {
   const config = resolveConfig(options);
   const { pino } = await import('pino');
@@ -125,9 +131,13 @@ export async function monitorCommand(
   const inspector = options.inspect
     ? await (await import('./inspect.js')).startInspectorServer(options.inspect, { logger })
     : undefined;
+  let http: HttpEndpoints | undefined;
   try {
-    await watchRuns(config, logger, inspector?.inspect);
+    const address = options.http ?? config.http;
+    http = address && (await serveHttp(address, logger));
+    await watchRuns(config, logger, inspector?.inspect, http);
   } finally {
+    await http?.server.close();
     await inspector?.close();
   }
 }
@@ -136,10 +146,19 @@ async function watchRuns(
   config: RunwardenFileConfig,
   logger: MonitorLogger,
   inspect: RunMonitorOptions['inspect'],
+  http: HttpEndpoints | undefined,
 ): Promise<void> {
   const store = openForWriting(config);
+  if (http) http.store = store;
   const launcher = makeLauncher(config, store);
-  const monitor = await newMonitor({ store, launcher, config: config.monitor, logger, inspect });
+  const monitor = await newMonitor({
+    store,
+    launcher,
+    config: config.monitor,
+    logger,
+    inspect,
+    metrics: http?.registry,
+  });
 
   let stopRequested!: (signal: string) => void;
   const stopping = new Promise<string>((resolve) => {
@@ -160,6 +179,7 @@ async function watchRuns(
   });
   try {
     await monitor.start();
+    if (http) http.phase = 'running';
     // Tells `runwarden launch` that a monitor watches this store. A disabled monitor watches nothing.
     if (config.monitor.enabled) {
       const path = config.storage.sqlite.path;
@@ -173,10 +193,12 @@ async function watchRuns(
         store: config.storage.sqlite.path,
         config: config.file ?? '(defaults)',
         logDir: config.launcher.process.logDir,
+        ...(http && { http: http.server.url }),
       },
       'runwarden monitor running; stop it with SIGTERM or SIGINT',
     );
     const signal = await stopping;
+    if (http) http.phase = 'stopping';
     logger.info({ signal }, 'Stopping the monitor (run workers keep running).');
     heartbeat?.stop();
     // A second signal while stopping: give up waiting.
@@ -184,6 +206,7 @@ async function watchRuns(
     process.once('SIGINT', () => process.exit(130));
     await monitor.stop();
   } finally {
+    if (http) http.phase = 'stopping';
     heartbeat?.stop();
     clearInterval(keepAlive);
     process.off('SIGTERM', onSignal);
@@ -191,6 +214,46 @@ async function watchRuns(
     await store.close();
   }
   logger.info('runwarden monitor stopped.');
+}
+
+/** `--http`: what /healthz and /readyz report follows `phase` and `store`, which watchRuns sets. */
+interface HttpEndpoints {
+  registry: Registry;
+  server: MonitorHttpServer;
+  phase: MonitorPhase;
+  store: SqliteRunStore | undefined;
+}
+
+/** Listens (before the store is opened), with a registry for Node's process metrics and the monitor's. */
+async function serveHttp(
+  address: { host: string; port: number },
+  logger: MonitorLogger,
+): Promise<HttpEndpoints> {
+  const [{ Registry, collectDefaultMetrics }, { isLoopback, startHttpServer }] = await Promise.all([
+    import('prom-client'),
+    import('./http-server.js'),
+  ]);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const endpoints: Omit<HttpEndpoints, 'server'> = { registry, phase: 'starting', store: undefined };
+  const server = await startHttpServer({
+    ...address,
+    registry,
+    logger,
+    phase: () => endpoints.phase,
+    probeStore: async () => {
+      if (!endpoints.store) throw new Error('the store is not open yet');
+      return endpoints.store.latestSeq();
+    },
+  });
+  logger.info({ url: server.url }, `Serving /metrics, /healthz and /readyz on ${server.url}`);
+  if (!isLoopback(address.host)) {
+    logger.warn(
+      { host: address.host },
+      `HTTP is served on ${address.host}, not only to this machine: /metrics has no authentication, so keep the port behind a firewall.`,
+    );
+  }
+  return Object.assign(endpoints, { server });
 }
 
 // --- launch ----------------------------------------------------------------------------------------------

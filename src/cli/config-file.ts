@@ -6,6 +6,7 @@
 //     sqlite: { path: .runwarden/runs.db, busy_timeout_ms: 5000 }
 //   launcher:
 //     process: { command: [node, worker.js], log_dir: .runwarden/logs, terminate_grace_seconds: 10, wrap: false }
+//   http: { host: 127.0.0.1, port: 9464 }   # `runwarden monitor` serves /metrics, /healthz, /readyz
 //
 // The whole file is validated with zod before anything starts; every problem is reported with the file, the
 // key path and what was expected, on one line. Relative paths resolve against the file's directory.
@@ -44,6 +45,8 @@ export interface RunwardenFileConfig {
       wrap: boolean;
     };
   };
+  /** Where `runwarden monitor` serves /metrics, /healthz and /readyz; undefined: no HTTP server. */
+  http: { host: string; port: number } | undefined;
 }
 
 /** The store URL of a config (what run workers get in RUNWARDEN_STORE). */
@@ -78,6 +81,14 @@ const path = leaf((e) => z.string({ error: e }).min(1, { error: e }), 'a non-emp
 const argv = leaf(
   (e) => z.array(z.string({ error: e }).min(1, { error: e }), { error: e }).min(1, { error: e }),
   'a non-empty list of non-empty strings (the argv, e.g. [node, worker.js]; no shell is involved)',
+);
+const port = leaf(
+  (e) => z.number({ error: e }).int({ error: e }).min(0, { error: e }).max(65535, { error: e }),
+  'a port number 0-65535 (0 picks a free port)',
+);
+const host = leaf(
+  (e) => z.string({ error: e }).regex(/^[^\s[\]]+$/, { error: e }),
+  'a host name or IP address without brackets or spaces, e.g. 127.0.0.1, 0.0.0.0 or ::1',
 );
 const env = leaf(
   (e) => z.record(z.string(), z.string({ error: e }), { error: e }),
@@ -118,6 +129,7 @@ const fileSchema = section({
   })
     .nullable()
     .optional(),
+  http: section({ host: host.optional(), port }).optional(),
 });
 
 // --- loading ---------------------------------------------------------------------------------------------
@@ -238,6 +250,8 @@ function parseConfigObject(data: unknown, file: string | undefined, baseDir: str
         wrap: proc?.wrap ?? false,
       },
     },
+    // 127.0.0.1 unless a host is given: metrics and health are not for other machines by accident.
+    http: parsed.data.http && { host: parsed.data.http.host ?? '127.0.0.1', port: parsed.data.http.port },
   };
 }
 

@@ -6,6 +6,7 @@ import { messages } from '../../machines/messages.js';
 import {
   type EngineEventInput,
   type LauncherCallInput,
+  type ResumeAttemptInput,
   type RunInput,
   runMachine,
   runSettings,
@@ -18,12 +19,16 @@ import { resolveLivenessSeconds, resolveMaxRuntimeSeconds } from '../core/config
 import { RunwardenError } from '../core/errors.js';
 import { type RunRecord, TAGS } from '../core/types.js';
 import { type MonitorHost, mustGetRun, runLogger } from './host.js';
+import { NO_METRICS } from './metrics.js';
 
 export function providedRunMachine(host: MonitorHost) {
-  const { store, launcher, clock, tracker, config } = host;
+  const { store, launcher, clock, tracker, config, metrics } = host;
+  const countErrors = metrics !== NO_METRICS;
   const effect = <TIn, TOut>(kind: 'store' | 'launcher', run: (input: TIn) => Promise<TOut>) =>
-    fromPromise<TOut, TIn>(({ input }) => {
+    fromPromise<TOut, TIn>(({ input, self }) => {
       const work = run(input);
+      // Counted here, not in reportEffectError: the machine handles failed launcher effects itself.
+      if (countErrors) work.catch(() => metrics.effectError(String(self.src)));
       return kind === 'store' ? tracker.track(work) : tracker.trackLauncher(work);
     });
 
@@ -45,9 +50,16 @@ export function providedRunMachine(host: MonitorHost) {
     actors: {
       writeStatus: effect<WriteStatusInput, WriteStatusOutput>(
         'store',
-        async ({ runId, to, from, message, tags }) => {
+        async ({ runId, to, from, message, tags, decision }) => {
           const run = await store.transition(runId, { to, from, message, tags, at: clock.now() });
           if (run) {
+            if (decision) {
+              const at = clock.now();
+              metrics.decision(decision.action, decision.reason, at, decision);
+              // The FAILURE write of a start timeout also journals the worker's termination.
+              if (tags?.[TAGS.terminatePending] === 'true')
+                metrics.decision('terminate', decision.reason, at);
+            }
             runLogger(host, runId).info({ status: to }, message);
             return { applied: true, run };
           }
@@ -66,9 +78,12 @@ export function providedRunMachine(host: MonitorHost) {
       readRun: effect<LauncherCallInput, RunRecord | undefined>('store', ({ runId }) =>
         mustGetRun(host, runId),
       ),
-      recordResumeAttempt: effect<LauncherCallInput, number>('store', ({ runId }) =>
-        store.incrementResumeAttempts(runId),
-      ),
+      recordResumeAttempt: effect<ResumeAttemptInput, number>('store', async ({ runId, decision }) => {
+        const attempt = await store.incrementResumeAttempts(runId);
+        // The attempt, counted before the new worker launches, is the resume decision written down.
+        if (decision) metrics.decision(decision.action, decision.reason, clock.now(), decision);
+        return attempt;
+      }),
       terminateWorker: effect<TerminateInput, boolean>('launcher', async ({ runId, journaled }) => {
         // Until the worker is confirmed gone, the journal stays and the next poll tries again.
         if (journaled) host.pendingTerminations = true;

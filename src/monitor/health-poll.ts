@@ -3,10 +3,12 @@
 // creation appends no event) or an update it dropped is found anyway.
 import { fromCallback } from 'xstate';
 import { errorText } from '../../machines/messages.js';
+import type { CheckedHealth } from '../../machines/run.machine.js';
 import type { PollHealthInput, SupervisorEvent } from '../../machines/supervisor.machine.js';
 import { ACTIVE_STATUSES, type HealthResult, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
 import { clearTerminatePending } from './effects.js';
 import { callLauncher, type MonitorHost, runLogger } from './host.js';
+import { type HealthCheckLabel, NO_METRICS } from './metrics.js';
 
 const LIST_PAGE = 1000;
 
@@ -19,7 +21,7 @@ export interface HealthPollOptions {
 }
 
 export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
-  const { launcher, logger, tracker, config } = host;
+  const { launcher, logger, tracker, config, clock, metrics } = host;
   const healthChecks = launcher.supportsHealthCheck && typeof launcher.checkHealth === 'function';
 
   return fromCallback<{ type: 'stop' }, PollHealthInput>(({ sendBack }) => {
@@ -61,11 +63,18 @@ export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
       await finishPendingTerminations(host, () => stopped);
     };
 
+    const began = clock.now();
     // Launcher calls inside may wait on the clock (their timeout), so the poll as a whole is launcher work.
     tracker.trackLauncher(
       poll()
-        .catch((err) => logger.error({ err }, 'Health poll failed; retrying at the next interval.'))
-        .finally(() => send({ type: 'poll.done' })),
+        .catch((err) => {
+          metrics.effectError('pollHealth');
+          logger.error({ err }, 'Health poll failed; retrying at the next interval.');
+        })
+        .finally(() => {
+          if (!stopped) metrics.healthPoll((clock.now() - began) / 1000);
+          send({ type: 'poll.done' });
+        }),
     );
     return () => {
       stopped = true;
@@ -73,14 +82,26 @@ export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
   });
 }
 
-async function checkHealth(host: MonitorHost, run: RunRecord): Promise<HealthResult> {
+async function checkHealth(host: MonitorHost, run: RunRecord): Promise<CheckedHealth> {
+  let result: HealthResult;
+  let label: HealthCheckLabel;
   try {
     const check = host.launcher.checkHealth;
-    if (!check) return { status: 'UNKNOWN', transient: true, message: 'The launcher cannot check health.' };
-    return await callLauncher(host, 'checkHealth', () => check.call(host.launcher, run));
+    if (check) {
+      result = await callLauncher(host, 'checkHealth', () => check.call(host.launcher, run));
+      label = result.transient === true ? 'UNKNOWN' : result.status;
+    } else {
+      result = { status: 'UNKNOWN', transient: true, message: 'The launcher cannot check health.' };
+      label = 'ERROR';
+    }
   } catch (error) {
-    return { status: 'UNKNOWN', transient: true, message: `Health check failed: ${errorText(error)}` };
+    result = { status: 'UNKNOWN', transient: true, message: `Health check failed: ${errorText(error)}` };
+    label = 'ERROR';
   }
+  if (host.metrics === NO_METRICS) return result;
+  host.metrics.healthCheck(label);
+  // When it arrived: the first bad result of a streak starts the crash detection time.
+  return { ...result, at: host.clock.now() };
 }
 
 /**

@@ -7,6 +7,7 @@ import { RunNotFoundError, RunwardenError } from '../core/errors.js';
 import type { Clock, RunLauncher, RunRecord, RunStore } from '../core/types.js';
 import type { EffectTracker } from './effect-tracker.js';
 import type { MonitorLogger } from './logger.js';
+import type { MonitorMetrics } from './metrics.js';
 
 export interface MonitorHost {
   store: RunStore;
@@ -20,6 +21,8 @@ export interface MonitorHost {
    * true at start and after a terminate that did not confirm the worker gone, so a poll looks only then.
    */
   pendingTerminations: boolean;
+  /** Prometheus metrics, or NO_METRICS (createRunMonitor's `metrics` option). */
+  metrics: MonitorMetrics;
 }
 
 export function runLogger(host: MonitorHost, runId: string): MonitorLogger {

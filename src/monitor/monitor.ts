@@ -28,6 +28,7 @@ import { EventStream } from './event-stream.js';
 import { finishPendingTerminations, healthPollActor, pagesOf } from './health-poll.js';
 import { type MonitorHost, mustGetRun } from './host.js';
 import type { MonitorLogger } from './logger.js';
+import { createMonitorMetrics, type MetricsRegistry, NO_METRICS } from './metrics.js';
 import { installIndexedScheduler } from './scheduler.js';
 import { StoreFeed } from './store-feed.js';
 
@@ -42,6 +43,8 @@ export interface RunMonitorOptions {
   logger?: MonitorLogger;
   /** Passed to the root actor, so the Stately inspector sees every machine. */
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** A prom-client Registry: the monitor registers its runwarden_* metrics in it (docs/operations.md). */
+  metrics?: MetricsRegistry;
 }
 
 export interface RunMonitor {
@@ -76,6 +79,8 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     logger,
     tracker: new EffectTracker(),
     pendingTerminations: true,
+    // The runs gauge reads the supervisor when scraped (it is declared below, set by start()).
+    metrics: options.metrics ? createMonitorMetrics(options.metrics, () => supervisor) : NO_METRICS,
   };
 
   const providedShard = shardMachine.provide({

@@ -21,34 +21,45 @@ export interface OpenStoreOptions {
   busyTimeoutMs?: number;
 }
 
+/**
+ * `text` with the password of every URL in it (`scheme://user:password@host`) and of every `password=…`
+ * setting masked as `***`: for anything that names a store in a log line, a metric or an error message.
+ */
+export function redactCredentials(text: string): string {
+  // Greedy up to the authority's last '@': a password with an unencoded '@' is masked whole.
+  return text
+    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s:/?#@]*):[^\s/?#]*@/gi, '$1:***@')
+    .replace(/\b(password|passwd|pwd)=('[^']*'|[^\s&;]*)/gi, '$1=***');
+}
+
 /** Parses a store URL into an absolute location. Throws ConfigError naming the URL and the accepted forms. */
 export function parseStoreUrl(url: string, options: { baseDir?: string } = {}): StoreLocation {
   const text = typeof url === 'string' ? url.trim() : '';
   const match = /^([a-z][a-z0-9+.-]*):(.*)$/i.exec(text);
   if (!match) {
     throw new ConfigError(
-      `Invalid store URL ${JSON.stringify(url)}: expected sqlite:<path to the database file>, e.g. sqlite:/var/lib/runwarden/runs.db.`,
+      `Invalid store URL ${JSON.stringify(redactCredentials(String(url)))}: expected sqlite:<path to the database file>, e.g. sqlite:/var/lib/runwarden/runs.db.`,
     );
   }
   const scheme = match[1]!.toLowerCase();
   let rest = match[2]!;
   if (scheme !== 'sqlite') {
     throw new ConfigError(
-      `Unsupported store URL ${JSON.stringify(url)}: only sqlite:<path> is supported (e.g. sqlite:/var/lib/runwarden/runs.db).`,
+      `Unsupported store URL ${JSON.stringify(redactCredentials(String(url)))}: only sqlite:<path> is supported (e.g. sqlite:/var/lib/runwarden/runs.db).`,
     );
   }
   // sqlite:///abs/path (URL style) → /abs/path; sqlite://relative is ambiguous, so refuse it.
   if (rest.startsWith('//')) {
     if (!rest.startsWith('///')) {
       throw new ConfigError(
-        `Invalid store URL ${JSON.stringify(url)}: use sqlite:/absolute/path, sqlite:///absolute/path or sqlite:relative/path.`,
+        `Invalid store URL ${JSON.stringify(redactCredentials(String(url)))}: use sqlite:/absolute/path, sqlite:///absolute/path or sqlite:relative/path.`,
       );
     }
     rest = rest.slice(2);
   }
   if (rest === '' || rest === ':memory:') {
     throw new ConfigError(
-      `Invalid store URL ${JSON.stringify(url)}: give the path of a database file (an in-memory database can't be shared with run workers).`,
+      `Invalid store URL ${JSON.stringify(redactCredentials(String(url)))}: give the path of a database file (an in-memory database can't be shared with run workers).`,
     );
   }
   const path = isAbsolute(rest) ? rest : resolve(options.baseDir ?? process.cwd(), rest);
