@@ -5,9 +5,8 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { Registry } from 'prom-client';
-import { RunwardenError } from '../core/errors.js';
 import type { MonitorLogger } from '../monitor/logger.js';
-import { redactCredentials } from '../stores/store-url.js';
+import { firstLine, listenError } from './listen-error.js';
 
 interface ListenAddress {
   host: string;
@@ -92,7 +91,7 @@ export async function startHttpServer(options: MonitorHttpOptions): Promise<Moni
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     respond(req, res).catch((error: unknown) => {
       logger?.warn({ err: redactedError(error) }, 'HTTP request failed.');
-      if (!res.headersSent) send(res, text(500, `error: ${oneLine(error)}`));
+      if (!res.headersSent) send(res, text(500, `error: ${firstLine(error)}`));
       else res.destroy();
     });
   });
@@ -164,7 +163,7 @@ async function probeStore(read: () => Promise<unknown>, timeoutMs: number): Prom
         .then(read)
         .then(
           () => undefined,
-          (error: unknown) => `the store did not answer: ${oneLine(error)}`,
+          (error: unknown) => `the store did not answer: ${firstLine(error)}`,
         ),
       timeout,
     ]);
@@ -177,7 +176,13 @@ function listen(server: ReturnType<typeof createServer>, { host, port }: ListenA
   return new Promise((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException) => {
       server.close();
-      reject(listenError(error, host, port));
+      reject(
+        listenError(error, host, port, {
+          code: 'HTTP_LISTEN_FAILED',
+          what: 'HTTP',
+          otherPort: 'pick another with --http [HOST:]PORT or http.port in runwarden.yaml (0: a free one)',
+        }),
+      );
     };
     server.once('error', onError);
     server.listen(port, host, () => {
@@ -187,26 +192,6 @@ function listen(server: ReturnType<typeof createServer>, { host, port }: ListenA
   });
 }
 
-function listenError(error: NodeJS.ErrnoException, host: string, port: number): RunwardenError {
-  const where = `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
-  const why =
-    error.code === 'EADDRINUSE'
-      ? 'the port is in use; pick another with --http [HOST:]PORT or http.port in runwarden.yaml (0: a free one)'
-      : error.code === 'EACCES'
-        ? 'permission denied (ports below 1024 need privileges)'
-        : error.code === 'EADDRNOTAVAIL'
-          ? `${host} is not an address of this machine`
-          : error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN'
-            ? `cannot resolve the host name ${host}`
-            : oneLine(error);
-  return new RunwardenError('HTTP_LISTEN_FAILED', `Cannot serve HTTP on ${where}: ${why}.`, { cause: error });
-}
-
-function oneLine(error: unknown): string {
-  const message = error instanceof Error ? error.message || error.name : String(error);
-  return redactCredentials(message.split('\n')[0]!.trim()).replace(/\.$/, '');
-}
-
 function redactedError(error: unknown): { message: string; code?: string } {
-  return { message: oneLine(error), code: (error as { code?: string } | undefined)?.code };
+  return { message: firstLine(error), code: (error as { code?: string } | undefined)?.code };
 }

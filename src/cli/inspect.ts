@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import type { StatelyInspectionEvent } from '@statelyai/inspect';
 import type { WebSocket } from 'ws';
 import type { AnyActorRef, InspectionEvent, Observer } from 'xstate';
-import { RunwardenError } from '../core/errors.js';
+import { listenError } from './listen-error.js';
 import type { MonitorLogger } from '../monitor/logger.js';
 
 /** The app the page at `/` embeds; the monitor's events reach it inside the browser (postMessage). */
@@ -145,7 +145,11 @@ export async function startInspectorServer(
       resolve();
     });
   }).catch((error: unknown) => {
-    throw listenError(error, address);
+    throw listenError(error, address.host, address.port, {
+      code: 'INSPECT_LISTEN_FAILED',
+      what: 'the inspector',
+      otherPort: 'pick another with --inspect PORT or HOST:PORT',
+    });
   });
   server.on('error', (err) => logger.error({ err }, 'Inspector server error.'));
 
@@ -236,26 +240,6 @@ function isOwnOrigin(origin: string, listening: ListenAddress): boolean {
 
 function hostForUrl(host: string): string {
   return isIP(host) === 6 ? `[${host}]` : host;
-}
-
-function listenError(error: unknown, { host, port }: ListenAddress): RunwardenError {
-  const where = `${hostForUrl(host)}:${port}`;
-  const code = (error as NodeJS.ErrnoException).code;
-  const why =
-    code === 'EADDRINUSE'
-      ? 'the port is in use; pick another with --inspect PORT or HOST:PORT'
-      : code === 'EACCES'
-        ? 'permission denied (ports below 1024 need privileges)'
-        : code === 'EADDRNOTAVAIL'
-          ? `${host} is not an address of this machine`
-          : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
-            ? `cannot resolve the host name ${host}`
-            : error instanceof Error
-              ? error.message
-              : String(error);
-  return new RunwardenError('INSPECT_LISTEN_FAILED', `Cannot serve the inspector on ${where}: ${why}.`, {
-    cause: error,
-  });
 }
 
 /** JSON for the wire: errors keep their message, a cycle does not throw; undefined if it cannot be written. */
