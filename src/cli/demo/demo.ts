@@ -254,7 +254,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<boolean> {
       }
       timeline.release(Date.now());
       const runs = await store.listRuns();
-      if (runs.every((run) => isTerminal(run.status)) || Date.now() > deadline) break;
+      // Ended, and any worker the monitor still had to terminate confirmed gone (the journaled termination).
+      const settled = (run: RunRecord) =>
+        isTerminal(run.status) && run.tags[TAGS.terminatePending] !== 'true';
+      if (runs.every(settled) || Date.now() > deadline) break;
       await sleep(TAIL_POLL_MS);
     }
     await settleQuietly(monitor);
