@@ -78,6 +78,9 @@ describe('heartbeat timeout', () => {
     const h = await harness({ config: { heartbeatTimeoutSeconds: 30 } });
     const runId = await h.launchedRun({ [TAGS.heartbeatTimeout]: '12' });
     expect((await h.store.getRun(runId))?.tags[TAGS.heartbeatSeconds]).toBe('4');
+    // A timeout of a year still asks for a heartbeat a worker's timer can wait for (at most 2^31 - 1 ms).
+    const long = await h.launchedRun({ [TAGS.heartbeatTimeout]: String(365 * 24 * 3600) });
+    expect((await h.store.getRun(long))?.tags[TAGS.heartbeatSeconds]).toBe('2147483');
     const none = await (await harness()).launchedRun();
     expect((await h.store.getRun(none))?.tags[TAGS.heartbeatSeconds]).toBeUndefined();
   });

@@ -36,7 +36,7 @@ export interface MonitorConfig {
  * The longest delay Node's setTimeout honours (2^31 - 1 ms); a longer one fires at once. Repeating intervals
  * are capped here so a typo cannot turn polling into a busy loop.
  */
-const MAX_INTERVAL_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+export const MAX_INTERVAL_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 interface Kind<V> {
   schema: z.ZodType<V>;

@@ -1,7 +1,7 @@
 // What a host asks of the monitor: launch a run, cancel a run. Each writes the status first (compare-and-set,
 // so a concurrent change wins), then calls the launcher; the run actor takes it from there.
 import { errorText, messages } from '../../machines/messages.js';
-import { resolveLivenessSeconds } from '../core/config.js';
+import { MAX_INTERVAL_SECONDS, resolveLivenessSeconds } from '../core/config.js';
 import { LaunchError, RunwardenError } from '../core/errors.js';
 import { isTerminal, type RunRecord, TAGS } from '../core/types.js';
 import { callLauncher, type MonitorHost, mustGetRun, runLogger } from './host.js';
@@ -62,10 +62,14 @@ export async function launchRun(host: MonitorHost, runId: string): Promise<RunRe
   return launched;
 }
 
-/** How often the worker should heartbeat: a third of its heartbeat timeout, for the launcher to pass on. */
+/**
+ * How often the worker should heartbeat: a third of its heartbeat timeout, for the launcher to pass on, and
+ * never longer than a worker's timer can wait (the SDK refuses a longer interval; Node would fire at once).
+ */
 function heartbeatTags(host: MonitorHost, run: RunRecord): Record<string, string> | undefined {
   const { heartbeat } = resolveLivenessSeconds(run.tags, host.config);
-  return heartbeat > 0 ? { [TAGS.heartbeatSeconds]: String(heartbeat / 3) } : undefined;
+  if (heartbeat === 0) return undefined;
+  return { [TAGS.heartbeatSeconds]: String(Math.min(heartbeat / 3, MAX_INTERVAL_SECONDS)) };
 }
 
 /**
