@@ -47,6 +47,18 @@ export const messages = {
     `Launcher ${call} did not answer within ${seconds} seconds.`,
   cancelTerminateFailed: (problem: string) =>
     `Could not terminate the run worker: ${clause(problem)}. The cancel timeout will mark the run canceled.`,
+  // Dry run: every message starts with `Would have `, and quotes what the monitor would have written.
+  wouldHaveFailed: (message: string, terminateWorker: boolean) =>
+    `Would have marked the run failed${terminateWorker ? ' and terminated its worker' : ''}: ${message}`,
+  wouldHaveResumed: (detected: string, attempt: number) =>
+    `Would have resumed the run with a new worker (resume attempt ${attempt}): ${detected}`,
+  wouldHaveStoppedStalled: (stalled: string, resume: boolean) =>
+    `Would have terminated the run worker and ${resume ? 'resumed the run with a new worker' : 'marked the run failed'}: ${stalled}`,
+  wouldHaveExceededMaxRuntime: (seconds: number) =>
+    `Would have canceled the run and terminated its worker: ${messages.maxRuntimeCanceling(seconds)}`,
+  wouldHaveCanceled: (message: string) => `Would have marked the run canceled: ${message}`,
+  crashBrakeHeld: (detected: string, why: string, actingInSeconds: number, dryRun: boolean) =>
+    `${dryRun ? 'Would have held' : 'Held'} the crash action for this run (crash brake): ${detected} But ${why}. Deciding again at the next poll; acting anyway in ${actingInSeconds} seconds if it persists.`,
   runActorFailed: (runId: string, error: string) =>
     `The monitor's actor for run ${runId} failed (${clause(error)}); the next poll will watch the run again.`,
 };

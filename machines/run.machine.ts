@@ -2,7 +2,7 @@
 // a delayed transition; every side effect is an invoked actor named in setup() and provided by the host.
 // While an effect is in flight the actor sits in a state named after it, so a timer or an event arriving
 // meanwhile cannot start a second effect: updates are recorded and acted on once the effect has finished.
-import { assign, enqueueActions, fromPromise, setup } from 'xstate';
+import { and, assign, enqueueActions, fromPromise, setup } from 'xstate';
 import type { MonitorConfig } from '../src/core/config.js';
 import type { FailureReason, HealthResult, RunRecord, RunStatus } from '../src/core/types.js';
 import { TAGS } from '../src/core/types.js';
@@ -18,6 +18,7 @@ const RUN_SETTING_KEYS = [
   'terminateOnStartTimeout',
   'launcherTimeoutSeconds',
   'storeRetrySeconds',
+  'dryRun',
 ] as const satisfies readonly (keyof MonitorConfig)[];
 
 /** Monitoring settings a run actor obeys; shared by every run of a monitor except the per-run fields. */
@@ -73,6 +74,14 @@ export interface RunContext extends RunInput {
   failure?: PendingFailure;
   resumeAttempt?: number;
   lastError?: string;
+  /** Dry run: the decision the monitor would have carried out, and the status it was made in. */
+  wouldHave?: WouldHave;
+}
+
+export interface WouldHave {
+  status: RunStatus;
+  message: string;
+  decision: DecisionInput;
 }
 
 /** A health result as the host delivers it: stamped with when it arrived, on the host's clock. */
@@ -111,6 +120,12 @@ export interface EngineEventInput {
   runId: string;
   message: string;
   data?: unknown;
+}
+/** A dry run's decision, written as an ENGINE_EVENT instead of being carried out. */
+export interface WouldHaveInput {
+  runId: string;
+  message: string;
+  decision: DecisionInput;
 }
 export interface LauncherCallInput {
   runId: string;
@@ -280,6 +295,53 @@ function crashFailure(context: RunContext): { failure: PendingFailure } {
   return failure('RUN_WORKER_CRASHED', message, 'STARTED', false, { badSince: context.badSince });
 }
 
+/** Dry run: a stored FAILURE (and the termination of a worker that never started) not carried out. */
+function wouldFail(context: RunContext): { wouldHave: WouldHave } {
+  const pending = context.failure;
+  return {
+    wouldHave: {
+      status: context.run.status,
+      message: messages.wouldHaveFailed(pending?.message ?? '', pending?.terminateWorker === true),
+      decision: {
+        action: 'fail',
+        reason: pending?.reason ?? 'UNKNOWN',
+        deadline: pending?.deadline,
+        badSince: pending?.badSince,
+      },
+    },
+  };
+}
+
+/** Dry run: a crashed worker replaced by a new one. */
+function wouldResumeCrashed(context: RunContext): { wouldHave: WouldHave } {
+  return {
+    wouldHave: {
+      status: context.run.status,
+      message: messages.wouldHaveResumed(
+        messages.workerStatus(context.health ?? { status: 'UNKNOWN' }),
+        context.run.resumeAttempts + 1,
+      ),
+      decision: { action: 'resume', reason: 'RUN_WORKER_CRASHED', badSince: context.badSince },
+    },
+  };
+}
+
+/** Dry run: a hung worker terminated, then replaced or the run failed. */
+function wouldStopStalled(context: RunContext): { wouldHave: WouldHave } {
+  const stall = stallOf(context);
+  const resume =
+    context.settings.maxResumeRunAttempts > 0 &&
+    context.run.resumeAttempts < context.settings.maxResumeRunAttempts;
+  const due = { deadline: context.livenessDueAt, badSince: context.livenessDueAt };
+  return {
+    wouldHave: {
+      status: context.run.status,
+      message: messages.wouldHaveStoppedStalled(messages.stalled(stall.reason, stall.seconds), resume),
+      decision: { action: resume ? 'resume' : 'fail', reason: stall.reason, ...due },
+    },
+  };
+}
+
 // The host provides every effect with runMachine.provide({ actors }); these only say so when it did not.
 function hostProvided<TOutput, TInput>(name: string) {
   return fromPromise<TOutput, TInput>(async () => {
@@ -296,6 +358,7 @@ export const runMachine = setup({
   actors: {
     writeStatus: hostProvided<WriteStatusOutput, WriteStatusInput>('writeStatus'),
     appendEngineEvent: hostProvided<void, EngineEventInput>('appendEngineEvent'),
+    writeWouldHave: hostProvided<void, WouldHaveInput>('writeWouldHave'),
     readRun: hostProvided<RunRecord | undefined, LauncherCallInput>('readRun'),
     recordResumeAttempt: hostProvided<number, ResumeAttemptInput>('recordResumeAttempt'),
     terminateWorker: hostProvided<boolean, TerminateInput>('terminateWorker'),
@@ -327,6 +390,31 @@ export const runMachine = setup({
       ),
     ),
     resetUnknownStreak: assign({ unknownStreak: 0, badSince: undefined }),
+    noteWouldFail: assign(({ context }) => wouldFail(context)),
+    noteWouldResumeCrashed: assign(({ context }) => wouldResumeCrashed(context)),
+    noteWouldStopStalled: assign(({ context }) => wouldStopStalled(context)),
+    noteWouldExceedMaxRuntime: assign(({ context }) => ({
+      wouldHave: {
+        status: context.run.status,
+        message: messages.wouldHaveExceededMaxRuntime(context.maxRuntimeSeconds),
+        decision: {
+          action: 'terminate' as const,
+          reason: 'MAX_RUNTIME_EXCEEDED',
+          deadline: deadlines.started(context),
+        },
+      },
+    })),
+    noteWouldCancel: assign(({ context }) => ({
+      wouldHave: {
+        status: context.run.status,
+        message: messages.wouldHaveCanceled(messages.cancelTimeout(context.settings.cancelTimeoutSeconds)),
+        decision: {
+          action: 'cancel' as const,
+          reason: 'CANCEL_TIMEOUT',
+          deadline: deadlines.canceling(context),
+        },
+      },
+    })),
     noteLivenessDue: assign({ livenessDueAt: ({ context }) => deadlines.liveness(context) }),
     recordReadRun: assign({
       run: ({ context, event }) => newerRun(context.run, (event as { output?: RunRecord }).output),
@@ -397,6 +485,9 @@ export const runMachine = setup({
       context.settings.maxResumeRunAttempts > 0 &&
       context.run.resumeAttempts < context.settings.maxResumeRunAttempts,
     isTrue: (_, params: { value: boolean }) => params.value,
+    dryRun: ({ context }) => context.settings.dryRun === true,
+    // A dry run's decision stands until the stored status moves (a worker's report, a user's cancel).
+    leftDecidedStatus: ({ context }) => context.run.status !== context.wouldHave?.status,
   },
 }).createMachine({
   id: 'run',
@@ -419,7 +510,7 @@ export const runMachine = setup({
         // CANCELING because the monitor itself was ending the run for max runtime (a store error, or a
         // monitor that died, interrupted it): finish that job — terminate, then FAILURE — rather than
         // letting the cancel timeout end it CANCELED.
-        { guard: 'cancelingForMaxRuntime', target: 'exceedingMaxRuntime.terminating' },
+        { guard: 'cancelingForMaxRuntime', target: 'exceedingMaxRuntime' },
         { target: 'canceling' },
       ],
     },
@@ -475,13 +566,24 @@ export const runMachine = setup({
       states: {
         choosing: {
           always: [
-            { guard: { type: 'overdue', params: { deadline: 'starting' } }, target: 'collectingDebugInfo' },
+            { guard: { type: 'overdue', params: { deadline: 'starting' } }, target: 'timedOut' },
             { guard: 'startTimeoutOn', target: 'timed' },
             { target: 'untimed' },
           ],
         },
         untimed: {},
-        timed: { after: { startTimeout: 'collectingDebugInfo' } },
+        timed: { after: { startTimeout: 'timedOut' } },
+        // A dry run asks the launcher nothing, not even for debug info.
+        timedOut: {
+          always: [
+            {
+              guard: 'dryRun',
+              target: '#run.dryRun',
+              actions: [assign(({ context }) => startTimeoutFailure(context)), 'noteWouldFail'],
+            },
+            { target: 'collectingDebugInfo' },
+          ],
+        },
         collectingDebugInfo: {
           on: { 'run.updated': { actions: 'recordRun' } },
           invoke: {
@@ -579,6 +681,11 @@ export const runMachine = setup({
                         actions: 'recordReadRun',
                       },
                       {
+                        guard: 'dryRun',
+                        target: '#run.dryRun',
+                        actions: ['recordReadRun', 'noteWouldStopStalled'],
+                      },
+                      {
                         target: '#run.started.stoppingStalledWorker',
                         actions: ['recordReadRun', assign({ stall: ({ context }) => stallOf(context) })],
                       },
@@ -623,6 +730,11 @@ export const runMachine = setup({
         decidingCrash: {
           always: [
             { guard: 'runLeftStarted', target: '#run.routing' },
+            {
+              guard: and(['dryRun', 'attemptsLeft']),
+              target: '#run.dryRun',
+              actions: 'noteWouldResumeCrashed',
+            },
             { guard: 'attemptsLeft', target: 'resuming' },
             { target: '#run.failing', actions: assign(({ context }) => crashFailure(context)) },
           ],
@@ -740,8 +852,16 @@ export const runMachine = setup({
     // Max runtime: CANCELING, terminate, then FAILURE. A terminate that fails or throws still ends the
     // run failed, with a message saying the resources may not have been cleaned up.
     exceedingMaxRuntime: {
-      initial: 'canceling',
+      initial: 'choosing',
       states: {
+        choosing: {
+          always: [
+            { guard: 'dryRun', target: '#run.dryRun', actions: 'noteWouldExceedMaxRuntime' },
+            // Already CANCELING for max runtime (the monitor was interrupted): finish the job.
+            { guard: { type: 'hasStatus', params: { status: 'CANCELING' } }, target: 'terminating' },
+            { target: 'canceling' },
+          ],
+        },
         canceling: {
           invoke: {
             src: 'writeStatus',
@@ -836,13 +956,19 @@ export const runMachine = setup({
       states: {
         choosing: {
           always: [
-            { guard: { type: 'overdue', params: { deadline: 'canceling' } }, target: 'markingCanceled' },
+            { guard: { type: 'overdue', params: { deadline: 'canceling' } }, target: 'timedOut' },
             { guard: 'cancelTimeoutOn', target: 'timed' },
             { target: 'untimed' },
           ],
         },
         untimed: {},
-        timed: { after: { cancelTimeout: 'markingCanceled' } },
+        timed: { after: { cancelTimeout: 'timedOut' } },
+        timedOut: {
+          always: [
+            { guard: 'dryRun', target: '#run.dryRun', actions: 'noteWouldCancel' },
+            { target: 'markingCanceled' },
+          ],
+        },
         markingCanceled: {
           on: { 'run.updated': { actions: 'recordRun' } },
           invoke: {
@@ -877,32 +1003,66 @@ export const runMachine = setup({
     // Stores FAILURE with the reason tag, compare-and-set against the status the decision was made in:
     // a worker's own terminal report that landed first wins, and the actor follows the stored status.
     failing: {
-      invoke: {
-        src: 'writeStatus',
-        input: ({ context }) => ({
-          runId: context.run.runId,
-          to: 'FAILURE' as const,
-          from: context.failure?.from ?? [],
-          message: context.failure?.message ?? '',
-          tags: failureTags(context.failure),
-          decision: {
-            action: 'fail' as const,
-            reason: context.failure?.reason ?? 'UNKNOWN',
-            deadline: context.failure?.deadline,
-            badSince: context.failure?.badSince,
+      initial: 'choosing',
+      states: {
+        choosing: {
+          always: [
+            { guard: 'dryRun', target: '#run.dryRun', actions: 'noteWouldFail' },
+            { target: 'writing' },
+          ],
+        },
+        writing: {
+          invoke: {
+            src: 'writeStatus',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              to: 'FAILURE' as const,
+              from: context.failure?.from ?? [],
+              message: context.failure?.message ?? '',
+              tags: failureTags(context.failure),
+              decision: {
+                action: 'fail' as const,
+                reason: context.failure?.reason ?? 'UNKNOWN',
+                deadline: context.failure?.deadline,
+                badSince: context.failure?.badSince,
+              },
+            }),
+            onDone: [
+              {
+                guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
+                target: '#run.terminatingAfterFailure',
+              },
+              {
+                target: '#run.routing',
+                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+              },
+            ],
+            onError: { target: '#run.recovering', actions: 'reportEffectError' },
           },
-        }),
-        onDone: [
-          {
-            guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
-            target: 'terminatingAfterFailure',
+        },
+      },
+    },
+
+    // Dry run: the decision is written down as a `Would have …` engine event, and nothing else happens to
+    // the run until its stored status moves; then it is decided afresh.
+    dryRun: {
+      initial: 'reporting',
+      states: {
+        reporting: {
+          invoke: {
+            src: 'writeWouldHave',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              message: context.wouldHave?.message ?? '',
+              decision: context.wouldHave?.decision ?? { action: 'fail' as const, reason: 'UNKNOWN' },
+            }),
+            onDone: 'holding',
+            onError: { target: '#run.recovering', actions: 'reportEffectError' },
           },
-          {
-            target: 'routing',
-            actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
-          },
-        ],
-        onError: { target: 'recovering', actions: 'reportEffectError' },
+        },
+        holding: {
+          always: { guard: 'leftDecidedStatus', target: '#run.routing' },
+        },
       },
     },
 

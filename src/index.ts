@@ -12,6 +12,8 @@ export { runSystemId, shardMachine } from '../machines/shard.machine.js';
 export { supervisorMachine } from '../machines/supervisor.machine.js';
 export { realClock } from './core/clock.js';
 export {
+  type CrashBrakeConfig,
+  type DagsterCrashBrakeConfig,
   type DagsterRunMonitoringConfig,
   DEFAULT_CONFIG,
   type MonitorConfig,

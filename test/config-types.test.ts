@@ -3,6 +3,7 @@
 // same inputs go through parseMonitorConfig, which must agree with the types.
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import {
+  type CrashBrakeConfig,
   type DagsterRunMonitoringConfig,
   DEFAULT_CONFIG,
   type MonitorConfig,
@@ -42,7 +43,9 @@ describe('MonitorConfigOptions', () => {
     expectTypeOf<MonitorConfigOptions>().toEqualTypeOf<
       MonitorConfigInput | DagsterRunMonitoringConfig | WrappedRunMonitoringConfig
     >();
-    expectTypeOf<MonitorConfigInput>().toEqualTypeOf<Partial<MonitorConfig>>();
+    expectTypeOf<MonitorConfigInput>().toEqualTypeOf<
+      Partial<Omit<MonitorConfig, 'crashBrake'>> & { crashBrake?: Partial<CrashBrakeConfig> }
+    >();
     expectTypeOf<WrappedRunMonitoringConfig>().toEqualTypeOf<{
       run_monitoring: DagsterRunMonitoringConfig;
     }>();
@@ -70,6 +73,8 @@ describe('DagsterRunMonitoringConfig', () => {
       | 'feed_poll_interval_seconds'
       | 'store_retry_seconds'
       | 'shard_size'
+      | 'crash_brake'
+      | 'dry_run'
       | 'free_slots_after_run_end_seconds'
     >();
     expectTypeOf<DagsterRunMonitoringConfig['enabled']>().toEqualTypeOf<boolean | undefined>();
@@ -95,11 +100,18 @@ describe('DagsterRunMonitoringConfig', () => {
       feed_poll_interval_seconds: 1,
       store_retry_seconds: 1,
       shard_size: 1,
+      crash_brake: { ratio: 0.5, min_runs: 2, max_hold_seconds: 3 },
+      dry_run: true,
       free_slots_after_run_end_seconds: 1,
     };
     const { free_slots_after_run_end_seconds: _ignored, ...ours } = everyKey;
     expect(Object.keys(ours).sort()).toEqual(Object.values(SNAKE_CASE_KEYS).sort());
     expect(Object.keys(SNAKE_CASE_KEYS)).toEqual(Object.keys(DEFAULT_CONFIG));
-    expect(parseMonitorConfig(everyKey)).toMatchObject({ enabled: true, shardSize: 1 });
+    expect(parseMonitorConfig(everyKey)).toMatchObject({
+      enabled: true,
+      shardSize: 1,
+      crashBrake: { ratio: 0.5, minRuns: 2, maxHoldSeconds: 3 },
+      dryRun: true,
+    });
   });
 });

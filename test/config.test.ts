@@ -44,6 +44,8 @@ describe('parseMonitorConfig: defaults', () => {
     feedPollIntervalSeconds: 1,
     storeRetrySeconds: 5,
     shardSize: 128,
+    crashBrake: { ratio: 0.5, minRuns: 20, maxHoldSeconds: 600 },
+    dryRun: false,
   };
 
   it('DEFAULT_CONFIG holds the documented defaults and is frozen', () => {
@@ -103,6 +105,8 @@ describe('parseMonitorConfig: accepted spellings', () => {
     feedPollIntervalSeconds: 0.25,
     storeRetrySeconds: 2,
     shardSize: 1,
+    crashBrake: { ratio: 0.25, minRuns: 5, maxHoldSeconds: 30 },
+    dryRun: true,
   };
   const snake = Object.fromEntries(
     Object.entries(full).map(([k, v]) => [SNAKE_CASE_KEYS[k as keyof MonitorConfig], v]),
@@ -130,6 +134,9 @@ describe('parseMonitorConfig: accepted spellings', () => {
       feed_poll_interval_seconds: 0.25,
       store_retry_seconds: 2,
       shard_size: 1,
+      // The block's own keys take either spelling.
+      crash_brake: { ratio: 0.25, minRuns: 5, maxHoldSeconds: 30 },
+      dry_run: true,
     });
     expect(parseMonitorConfig(snake)).toEqual(full);
   });

@@ -113,7 +113,9 @@ describe('the run machine diagram', () => {
     expect(run).toContain(
       'run_started_watching --> run_started_confirmingCrash : health.checked [workerGone]',
     );
-    expect(run).toContain('run_failing --> run_terminatingAfterFailure : done writeStatus [writeApplied]');
-    expect(run).toContain('run_starting_timed --> run_starting_collectingDebugInfo : after startTimeout');
+    expect(run).toContain(
+      'run_failing_writing --> run_terminatingAfterFailure : done writeStatus [writeApplied]',
+    );
+    expect(run).toContain('run_starting_timed --> run_starting_timedOut : after startTimeout');
   });
 });

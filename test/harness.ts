@@ -1,7 +1,7 @@
 // A monitor on simulated time over a real MemoryRunStore and a FakeLauncher, as a user would wire it.
 import type { Registry } from 'prom-client';
 import { SimulatedClock } from 'xstate';
-import type { MonitorConfig } from '../src/core/config.js';
+import type { MonitorConfigInput } from '../src/core/config.js';
 import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
 import { createRunMonitor } from '../src/monitor/monitor.js';
 import { FakeLauncher, type FakeLauncherOptions } from '../src/testing/index.js';
@@ -17,7 +17,7 @@ export const T0 = Date.UTC(2026, 0, 1);
 export const SECOND = 1000;
 
 export interface HarnessOptions {
-  config?: Partial<MonitorConfig>;
+  config?: MonitorConfigInput;
   launcher?: FakeLauncherOptions;
   /** Use this launcher instead of a FakeLauncher built from `launcher`. */
   customLauncher?: RunLauncher;

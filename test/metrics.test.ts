@@ -84,6 +84,8 @@ describe('the families', () => {
       runwarden_health_checks_total: 'counter',
       runwarden_health_poll_duration_seconds: 'histogram',
       runwarden_effect_errors_total: 'counter',
+      runwarden_crash_brake_held_total: 'counter',
+      runwarden_crash_brake_engaged: 'gauge',
     });
     for (const family of families.values()) expect(family.help, family.name).not.toBe('');
     // No default process metrics: a host that wants them collects them into its registry itself.

@@ -30,6 +30,19 @@ export interface MonitorConfig {
   storeRetrySeconds: number;
   /** Run actors per shard actor: bounds every parent's children (docs/architecture.md). */
   shardSize: number;
+  /** Holds crash actions when one poll finds too many workers dead at once (a dependency blip, not crashes). */
+  crashBrake: CrashBrakeConfig;
+  /** Decide everything, act on nothing: each decision is only written as a `Would have …` ENGINE_EVENT. */
+  dryRun: boolean;
+}
+
+export interface CrashBrakeConfig {
+  /** The share of checked runs (dead, or whose check failed) above which a poll holds its crash actions; 0 = off. */
+  ratio: number;
+  /** Polls that checked fewer runs than this never brake: a few crashes at once are just crashes. */
+  minRuns: number;
+  /** How long the brake may hold in a row; after that the monitor acts on what it finds. */
+  maxHoldSeconds: number;
 }
 
 /**
@@ -41,6 +54,8 @@ export const MAX_INTERVAL_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 interface Kind<V> {
   schema: z.ZodType<V>;
   expected: string;
+  /** For an option that is itself a block of options: validates it key by key (`path` is how it was spelled). */
+  block?: (value: unknown, path: string, issues: Issue[]) => V | undefined;
 }
 
 const boolean: Kind<boolean> = { schema: z.boolean(), expected: 'true or false' };
@@ -58,6 +73,69 @@ const boundedTimeout: Kind<number> = {
 };
 const wholeFromZero: Kind<number> = { schema: z.number().int().min(0), expected: 'a whole number >= 0' };
 const wholeFromOne: Kind<number> = { schema: z.number().int().min(1), expected: 'a whole number >= 1' };
+const share: Kind<number> = {
+  schema: z.number().min(0).max(1),
+  expected: 'a number from 0 to 1 (0 switches the brake off)',
+};
+
+/** The crash brake's own keys, each with its snake_case spelling, kind and default. */
+const CRASH_BRAKE_FIELDS = {
+  ratio: { snake: 'ratio', kind: share, default: 0.5 },
+  minRuns: { snake: 'min_runs', kind: wholeFromOne, default: 20 },
+  maxHoldSeconds: { snake: 'max_hold_seconds', kind: boundedTimeout, default: 600 },
+} as const satisfies {
+  [K in keyof CrashBrakeConfig]: {
+    snake: string;
+    kind: Kind<CrashBrakeConfig[K]>;
+    default: CrashBrakeConfig[K];
+  };
+};
+
+const crashBrake: Kind<CrashBrakeConfig> = {
+  schema: z.object({ ratio: z.number(), minRuns: z.number(), maxHoldSeconds: z.number() }),
+  expected: 'an object with ratio, min_runs and max_hold_seconds',
+  block: (value, path, issues) => {
+    if (!isPlainObject(value)) {
+      issues.push({
+        path,
+        message: `expected an object with ratio, min_runs and max_hold_seconds, got ${describe(value)}`,
+      });
+      return undefined;
+    }
+    const names = Object.keys(CRASH_BRAKE_FIELDS) as (keyof CrashBrakeConfig)[];
+    const result: CrashBrakeConfig = {
+      ratio: CRASH_BRAKE_FIELDS.ratio.default,
+      minRuns: CRASH_BRAKE_FIELDS.minRuns.default,
+      maxHoldSeconds: CRASH_BRAKE_FIELDS.maxHoldSeconds.default,
+    };
+    const before = issues.length;
+    const spelled = new Map<keyof CrashBrakeConfig, string>();
+    for (const [key, item] of Object.entries(value)) {
+      if (item === undefined) continue;
+      const name = names.find((n) => n === key || CRASH_BRAKE_FIELDS[n].snake === key);
+      if (!name) {
+        const known = names.map((n) => CRASH_BRAKE_FIELDS[n].snake).join(', ');
+        issues.push({ path: `${path}.${key}`, message: `unknown key; known keys are ${known}` });
+        continue;
+      }
+      const other = spelled.get(name);
+      if (other !== undefined) {
+        issues.push({
+          path: `${path}.${key}`,
+          message: `given twice, as ${path}.${other} and ${path}.${key}: use one spelling`,
+        });
+        continue;
+      }
+      spelled.set(name, key);
+      const { kind } = CRASH_BRAKE_FIELDS[name];
+      const parsed = kind.schema.safeParse(item);
+      if (parsed.success) result[name] = parsed.data;
+      else
+        issues.push({ path: `${path}.${key}`, message: `expected ${kind.expected}, got ${describe(item)}` });
+    }
+    return issues.length === before ? result : undefined;
+  },
+};
 
 /**
  * The one table of options: Dagster's spelling, default and validity of every MonitorConfig field. The
@@ -82,6 +160,16 @@ const FIELDS = {
   feedPollIntervalSeconds: { snake: 'feed_poll_interval_seconds', kind: interval, default: 1 },
   storeRetrySeconds: { snake: 'store_retry_seconds', kind: interval, default: 5 },
   shardSize: { snake: 'shard_size', kind: wholeFromOne, default: 128 },
+  crashBrake: {
+    snake: 'crash_brake',
+    kind: crashBrake,
+    default: Object.freeze({
+      ratio: CRASH_BRAKE_FIELDS.ratio.default,
+      minRuns: CRASH_BRAKE_FIELDS.minRuns.default,
+      maxHoldSeconds: CRASH_BRAKE_FIELDS.maxHoldSeconds.default,
+    }),
+  },
+  dryRun: { snake: 'dry_run', kind: boolean, default: false },
 } as const satisfies {
   [K in keyof MonitorConfig]: { snake: string; kind: Kind<MonitorConfig[K]>; default: MonitorConfig[K] };
 };
@@ -101,16 +189,26 @@ export const SNAKE_CASE_KEYS: Readonly<Record<keyof MonitorConfig, string>> = Ob
   fromFields((name) => FIELDS[name].snake),
 );
 
-/** camelCase options as TypeScript callers write them; a key set to `undefined` counts as not given. */
-export type MonitorConfigInput = Partial<MonitorConfig>;
+/**
+ * camelCase options as TypeScript callers write them; a key set to `undefined` counts as not given, and the
+ * crash brake's keys left out keep their defaults.
+ */
+export type MonitorConfigInput = Partial<Omit<MonitorConfig, 'crashBrake'>> & {
+  crashBrake?: Partial<CrashBrakeConfig>;
+};
+
+/** The crash brake block in snake_case, as in runwarden.yaml. */
+export type DagsterCrashBrakeConfig = {
+  [K in keyof CrashBrakeConfig as (typeof CRASH_BRAKE_FIELDS)[K]['snake']]?: CrashBrakeConfig[K];
+};
 
 /**
  * Dagster's snake_case `run_monitoring` block (its contents), with Runwarden's own keys in the same spelling.
  * `free_slots_after_run_end_seconds` is Dagster's and is accepted and ignored.
  */
 export type DagsterRunMonitoringConfig = {
-  [K in keyof MonitorConfig as (typeof FIELDS)[K]['snake']]?: MonitorConfig[K];
-} & { free_slots_after_run_end_seconds?: number };
+  [K in Exclude<keyof MonitorConfig, 'crashBrake'> as (typeof FIELDS)[K]['snake']]?: MonitorConfig[K];
+} & { crash_brake?: DagsterCrashBrakeConfig; free_slots_after_run_end_seconds?: number };
 
 /** The block wrapped in `run_monitoring`, as it sits in a dagster.yaml or runwarden.yaml. */
 export interface WrappedRunMonitoringConfig {
@@ -197,7 +295,12 @@ export function parseMonitorConfig(
       continue;
     }
     spelled.set(name, key);
-    const { kind } = FIELDS[name];
+    const kind: Kind<unknown> = FIELDS[name].kind;
+    if (kind.block) {
+      const parsed = kind.block(value, prefix + key, issues);
+      if (parsed !== undefined) values[name] = parsed;
+      continue;
+    }
     const parsed = kind.schema.safeParse(value);
     if (parsed.success) values[name] = parsed.data;
     else issues.push({ path: prefix + key, message: `expected ${kind.expected}, got ${describe(value)}` });

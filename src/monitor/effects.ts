@@ -14,6 +14,7 @@ import {
   type TerminateInput,
   type WriteStatusInput,
   type WriteStatusOutput,
+  type WouldHaveInput,
 } from '../../machines/run.machine.js';
 import { resolveLivenessSeconds, resolveMaxRuntimeSeconds } from '../core/config.js';
 import { RunwardenError } from '../core/errors.js';
@@ -74,6 +75,17 @@ export function providedRunMachine(host: MonitorHost) {
       appendEngineEvent: effect<EngineEventInput, void>('store', async ({ runId, message, data }) => {
         await store.appendEvent(runId, { type: 'ENGINE_EVENT', message, data, at: clock.now() });
         runLogger(host, runId).info({ data }, message);
+      }),
+      writeWouldHave: effect<WouldHaveInput, void>('store', async ({ runId, message, decision }) => {
+        const { action, reason } = decision;
+        await store.appendEvent(runId, {
+          type: 'ENGINE_EVENT',
+          message,
+          data: { dryRun: true, action, reason },
+          at: clock.now(),
+        });
+        metrics.decision(action, reason, clock.now(), decision, { dryRun: true });
+        runLogger(host, runId).info({ dryRun: true, action, reason }, message);
       }),
       readRun: effect<LauncherCallInput, RunRecord | undefined>('store', ({ runId }) =>
         mustGetRun(host, runId),

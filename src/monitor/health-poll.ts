@@ -2,10 +2,11 @@
 // every active run is delivered to the supervisor, so a run the feed never mentioned (created after start:
 // creation appends no event) or an update it dropped is found anyway.
 import { fromCallback } from 'xstate';
-import { errorText } from '../../machines/messages.js';
+import { errorText, messages } from '../../machines/messages.js';
 import type { CheckedHealth } from '../../machines/run.machine.js';
 import type { PollHealthInput, SupervisorEvent } from '../../machines/supervisor.machine.js';
 import { ACTIVE_STATUSES, type HealthResult, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
+import { type BrakeVerdict, type CrashBrake, isBadResult, tallyOf } from './crash-brake.js';
 import { clearTerminatePending } from './effects.js';
 import { callLauncher, type MonitorHost, runLogger } from './host.js';
 import { type HealthCheckLabel, NO_METRICS } from './metrics.js';
@@ -18,7 +19,11 @@ const SWEPT_STATUSES: readonly RunStatus[] = ['NOT_STARTED', 'QUEUED', 'STARTING
 export interface HealthPollOptions {
   /** Pending while start() reads every active run into the supervisor: that read is the first sweep. */
   initialLoad: () => Promise<void> | undefined;
+  /** Judges each poll's bad results together; it outlives a single poll (it counts how long it held). */
+  crashBrake: CrashBrake;
 }
+
+type Checked = { run: RunRecord; result: CheckedHealth };
 
 export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
   const { launcher, logger, tracker, config, clock, metrics } = host;
@@ -46,13 +51,44 @@ export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
 
     const checkStartedRuns = async () => {
       if (!healthChecks) return;
+      const { crashBrake } = options;
+      // With the brake on, bad results wait for the poll's verdict; good ones are delivered at once.
+      const bad: Checked[] = [];
+      let checked = 0;
       for await (const page of pagesOf(host, ['STARTED'])) {
         if (stopped) return;
         await forEachConcurrently(page, config.healthCheckConcurrency, async (run) => {
           if (stopped) return;
-          send({ type: 'health.checked', run, result: await checkHealth(host, run) });
+          const result = await checkHealth(host, run);
+          checked += 1;
+          if (crashBrake.enabled && isBadResult(result)) bad.push({ run, result });
+          else send({ type: 'health.checked', run, result });
         });
       }
+      if (stopped || !crashBrake.enabled) return;
+      const wasHolding = crashBrake.holding;
+      const tally = tallyOf(
+        bad.map((b) => b.result),
+        checked,
+      );
+      const verdict = crashBrake.judge(tally);
+      metrics.crashBrake(verdict.kind === 'hold' ? bad.length : 0);
+      if (verdict.kind === 'hold') {
+        await holdCrashActions(host, bad, tally, verdict, () => stopped);
+        return;
+      }
+      if (verdict.kind === 'release') {
+        logger.error(
+          { ...tally, heldForSeconds: verdict.heldForSeconds },
+          `Crash brake: held crash actions for ${Math.round(verdict.heldForSeconds)} seconds, the most crashBrake.maxHoldSeconds allows; acting on ${bad.length} runs whose workers look dead or cannot be checked.`,
+        );
+      } else if (wasHolding) {
+        logger.warn(
+          { ...tally },
+          `Crash brake released: ${describeTally(tally)}; acting on what this poll found.`,
+        );
+      }
+      for (const { run, result } of bad) send({ type: 'health.checked', run, result });
     };
 
     const poll = async () => {
@@ -104,6 +140,53 @@ async function checkHealth(host: MonitorHost, run: RunRecord): Promise<CheckedHe
   return { ...result, at: host.clock.now() };
 }
 
+/** "3 of 40 checked runs look dead and 1 could not be checked" */
+function describeTally(tally: { checked: number; dead: number; unsure: number }): string {
+  return `${tally.dead} of ${tally.checked} checked runs look dead and ${tally.unsure} could not be checked`;
+}
+
+/**
+ * One poll's crash actions held by the brake: an engine event on each run, one error in the log. The runs'
+ * actors hear nothing, so no unsure streak grows either; the next poll checks them all again.
+ */
+async function holdCrashActions(
+  host: MonitorHost,
+  held: readonly Checked[],
+  tally: { checked: number; dead: number; unsure: number },
+  verdict: Extract<BrakeVerdict, { kind: 'hold' }>,
+  stopped: () => boolean,
+): Promise<void> {
+  const { config, logger, store, clock, tracker } = host;
+  const { ratio, maxHoldSeconds } = config.crashBrake;
+  const remaining = Math.max(0, Math.ceil(maxHoldSeconds - verdict.heldForSeconds));
+  const why = `${describeTally(tally)} in one poll, more than crashBrake.ratio ${ratio} of them`;
+  logger.error(
+    { ...tally, heldRuns: held.length, heldForSeconds: verdict.heldForSeconds },
+    `Crash brake: ${why}. This looks like a launcher, network or dependency problem rather than crashed workers: taking no crash action in this poll. Deciding again at the next poll; acting anyway in ${remaining} seconds if it persists.`,
+  );
+  let failures = 0;
+  for (const { run, result } of held) {
+    if (stopped()) return;
+    const message = messages.crashBrakeHeld(messages.workerStatus(result), why, remaining, config.dryRun);
+    try {
+      await tracker.track(
+        store.appendEvent(run.runId, {
+          type: 'ENGINE_EVENT',
+          message,
+          data: {
+            crashBrake: { ...tally, ratio, heldForSeconds: verdict.heldForSeconds },
+            dryRun: config.dryRun,
+          },
+          at: clock.now(),
+        }),
+      );
+    } catch (err) {
+      // The hold itself does not depend on the event: log the first failure, count the rest.
+      if (failures++ === 0) runLogger(host, run.runId).error({ err }, 'Could not record a crash brake hold.');
+    }
+  }
+}
+
 /**
  * Terminations the monitor journaled with a FAILURE write (start timeout) but did not finish, because it
  * died or the launcher failed: nothing else watches a terminal run, so the worker would live forever.
@@ -114,6 +197,12 @@ export async function finishPendingTerminations(
 ): Promise<void> {
   // Listing every failed run is not free with many of them: look only when there may be something to do.
   if (!host.pendingTerminations) return;
+  if (host.config.dryRun) {
+    // A dry run calls no launcher; a monitor that acts will finish these.
+    host.pendingTerminations = false;
+    host.logger.info('Dry run: leaving journaled terminations (runwarden/terminate_pending) alone.');
+    return;
+  }
   host.pendingTerminations = false;
   let unfinished = false;
   for await (const page of pagesOf(host, ['FAILURE'], { [TAGS.terminatePending]: 'true' })) {

@@ -28,13 +28,19 @@ export interface MetricsRegistry {
 
 /** What the monitor's parts record. Times are epoch ms on the monitor's clock. */
 export interface MonitorMetrics {
-  /** A decision written to the store at `at`; observes lateness (deadline) or detection time (badSince). */
+  /**
+   * A decision written to the store at `at`; observes lateness (deadline) or detection time (badSince). A dry
+   * run's decision is counted with the label dry_run="true".
+   */
   decision(
     action: DecisionAction,
     reason: string,
     at: number,
     due?: Pick<DecisionInput, 'deadline' | 'badSince'>,
+    options?: { dryRun?: boolean },
   ): void;
+  /** A poll's crash brake verdict: how many runs it held (0 when it did not brake). */
+  crashBrake(heldRuns: number): void;
   healthCheck(result: HealthCheckLabel): void;
   healthPoll(seconds: number): void;
   effectError(effect: string): void;
@@ -43,6 +49,7 @@ export interface MonitorMetrics {
 /** The recorder of a monitor without a registry: nothing to allocate, nothing to do. */
 export const NO_METRICS: MonitorMetrics = {
   decision() {},
+  crashBrake() {},
   healthCheck() {},
   healthPoll() {},
   effectError() {},
@@ -57,6 +64,8 @@ const METRIC_NAMES = {
   healthChecks: 'runwarden_health_checks_total',
   healthPollDuration: 'runwarden_health_poll_duration_seconds',
   effectErrors: 'runwarden_effect_errors_total',
+  crashBrakeHeld: 'runwarden_crash_brake_held_total',
+  crashBrakeEngaged: 'runwarden_crash_brake_engaged',
 } as const;
 
 // Deadlines are enforced within milliseconds unless the event loop or the store is slow; the long tail is a
@@ -99,7 +108,8 @@ export function createMonitorMetrics(
   const decisions = new Counter({
     name: METRIC_NAMES.decisions,
     help: 'Decisions the monitor wrote to the store, by action (fail, cancel, resume, terminate) and reason.',
-    labelNames: ['action', 'reason'],
+    // dry_run only on a dry run's decisions, so a normal monitor's series keep their two labels.
+    labelNames: ['action', 'reason', 'dry_run'],
     registers,
   });
   const lateness = new Histogram({
@@ -133,15 +143,35 @@ export function createMonitorMetrics(
     registers,
   });
 
+  const brakeHeld = new Counter({
+    name: METRIC_NAMES.crashBrakeHeld,
+    help: 'Crash actions the crash brake held: one per run per poll that found too many workers dead at once.',
+    registers,
+  });
+  const brakeEngaged = new Gauge({
+    name: METRIC_NAMES.crashBrakeEngaged,
+    help: '1 while the last health poll held its crash actions (crash brake), else 0.',
+    registers,
+  });
+
   return {
-    decision(action, reason, at, due) {
-      decisions.inc({ action, reason: REASON.test(reason) ? reason : 'OTHER' });
+    decision(action, reason, at, due, options) {
+      const label = REASON.test(reason) ? reason : 'OTHER';
+      if (options?.dryRun) {
+        decisions.inc({ action, reason: label, dry_run: 'true' });
+        return;
+      }
+      decisions.inc({ action, reason: label });
       if (due?.deadline !== undefined) lateness.observe(Math.max(0, at - due.deadline) / 1000);
       if (due?.badSince !== undefined) detection.observe(Math.max(0, at - due.badSince) / 1000);
     },
     healthCheck(result) {
       // A launcher may answer anything: only known statuses become label values.
       healthChecks.inc({ result: CHECK_LABELS.has(result) ? result : 'INVALID' });
+    },
+    crashBrake(heldRuns) {
+      if (heldRuns > 0) brakeHeld.inc(heldRuns);
+      brakeEngaged.set(heldRuns > 0 ? 1 : 0);
     },
     healthPoll(seconds) {
       pollDuration.observe(seconds);

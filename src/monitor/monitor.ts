@@ -25,6 +25,7 @@ import { cancelRun, launchRun } from './commands.js';
 import { EffectTracker } from './effect-tracker.js';
 import { providedRunMachine, runInputFor } from './effects.js';
 import { EventStream } from './event-stream.js';
+import { CrashBrake } from './crash-brake.js';
 import { finishPendingTerminations, healthPollActor, pagesOf } from './health-poll.js';
 import { type MonitorHost, mustGetRun } from './host.js';
 import type { MonitorLogger } from './logger.js';
@@ -94,7 +95,13 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     },
   });
   const providedSupervisor = supervisorMachine.provide({
-    actors: { shard: providedShard, pollHealth: healthPollActor(host, { initialLoad: () => loading }) },
+    actors: {
+      shard: providedShard,
+      pollHealth: healthPollActor(host, {
+        initialLoad: () => loading,
+        crashBrake: new CrashBrake(config.crashBrake, () => host.clock.now()),
+      }),
+    },
     actions: {
       reportBadRecord: (_, params: { problem: string }) =>
         logger.error(

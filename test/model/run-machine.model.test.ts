@@ -31,6 +31,8 @@ const paths: ModelPath[] = [
   ...generateCoveringPaths('overdue', modelCovered),
   ...generateCoveringPaths('overdueUnlimited', modelCovered),
   ...generateCoveringPaths('allOff', modelCovered),
+  ...generateCoveringPaths('dryRun', modelCovered),
+  ...generateCoveringPaths('dryRunOverdue', modelCovered),
 ];
 
 type Resolution = { effect: Effect; event: ModelEvent };
@@ -276,6 +278,7 @@ describe('run machine: generated paths replayed against the real host', () => {
     expect(paths.filter((p) => p.config === 'allOn').length).toBeGreaterThan(20);
     expect(paths.filter((p) => p.config === 'overdue').length).toBeGreaterThan(0);
     expect(paths.filter((p) => p.config === 'allOff').length).toBeGreaterThan(0);
+    expect(paths.filter((p) => p.config === 'dryRun').length).toBeGreaterThan(0);
   });
 
   for (const path of paths) {

@@ -48,7 +48,8 @@ export const EFFECTS: Record<string, Effect> = {
   'run.exceedingMaxRuntime.terminating': { kind: 'launcher', call: 'terminate' },
   'run.exceedingMaxRuntime.reportingTerminateException': { kind: 'append' },
   'run.canceling.markingCanceled': { kind: 'write', to: 'CANCELED' },
-  'run.failing': { kind: 'write', to: 'FAILURE' },
+  'run.failing.writing': { kind: 'write', to: 'FAILURE' },
+  'run.dryRun.reporting': { kind: 'append' },
   'run.terminatingAfterFailure.terminating': { kind: 'launcher', call: 'terminate' },
   'run.terminatingAfterFailure.reportingTerminateFailure': { kind: 'append' },
   'run.recovering.refreshing': { kind: 'read' },
@@ -68,12 +69,13 @@ const ALL_ON = {
   launcherTimeoutSeconds: 30,
   storeRetrySeconds: 5,
   pollIntervalSeconds: 1,
+  dryRun: false,
 } as const;
 
 /**
- * Three configurations between them take every `choosing` branch: everything on with every deadline ahead
+ * The configurations between them take every `choosing` branch: everything on with every deadline ahead
  * when armed, everything on with every deadline already passed when armed (the run's timestamps are old),
- * and everything off.
+ * everything off, and a dry run both ways.
  */
 export const MODEL_CONFIGS = {
   allOn: ALL_ON,
@@ -94,7 +96,11 @@ export const MODEL_CONFIGS = {
     launcherTimeoutSeconds: 30,
     storeRetrySeconds: 5,
     pollIntervalSeconds: 1,
+    dryRun: false,
   },
+  // Every decision only written down: timers firing, and deadlines already passed when armed.
+  dryRun: { ...ALL_ON, dryRun: true },
+  dryRunOverdue: { ...ALL_ON, maxRuntimeSeconds: 0, dryRun: true },
 } as const;
 
 export type ModelConfig = (typeof MODEL_CONFIGS)[ModelConfigName];
@@ -106,6 +112,8 @@ export const RECORD_AGE_MS: Record<ModelConfigName, number> = {
   overdue: 10_000_000,
   overdueUnlimited: 10_000_000,
   allOff: 0,
+  dryRun: 0,
+  dryRunOverdue: 10_000_000,
 };
 
 /**
