@@ -123,6 +123,45 @@ describe('the start-timeout crash window', () => {
   });
 });
 
+describe('one termination per worker', () => {
+  it('a start timeout that falls on a poll signals the worker once: the poll joins the termination in flight', async () => {
+    const clock = newClock();
+    const store = new MemoryRunStore({ clock });
+    const launcher = new SlowTerminateLauncher();
+    const config = { startTimeoutSeconds: 60, pollIntervalSeconds: 60 };
+    const monitor = createRunMonitor({ store, launcher, clock, config });
+    monitors.push(monitor);
+    await monitor.start();
+    const { runId } = await store.createRun({});
+    await monitor.launch(runId);
+    await monitor.settle();
+    for (let poll = 0; poll < 2; poll++) {
+      clock.increment(60 * SECOND); // the deadline and the poll, due at the same instant
+      await launcher.finishTerminations();
+      await monitor.settle();
+    }
+    expect(launcher.calls.terminate).toEqual([runId]);
+    expect((await store.getRun(runId))?.tags[TAGS.terminatePending]).toBe('false');
+  });
+});
+
+/** terminate() stays in flight across several turns of the event loop, as a real process launcher's does. */
+class SlowTerminateLauncher extends FakeLauncher {
+  private waiting: (() => void)[] = [];
+  override async terminate(run: RunRecord): Promise<boolean> {
+    this.calls.terminate.push(run.runId);
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+    return true;
+  }
+  /** Lets both the actor and the poll reach their terminate call, then finishes every one in flight. */
+  async finishTerminations(): Promise<void> {
+    for (let turn = 0; turn < 20; turn++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      for (const finish of this.waiting.splice(0)) finish();
+    }
+  }
+}
+
 describe('looking for journaled terminations costs nothing when there are none', () => {
   it('a poll lists failed runs only at start and after a terminate that did not confirm the worker gone', async () => {
     const clock = newClock();

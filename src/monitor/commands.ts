@@ -4,7 +4,7 @@ import { errorText, messages } from '../../machines/messages.js';
 import { MAX_INTERVAL_SECONDS, resolveLivenessSeconds } from '../core/config.js';
 import { LaunchError, RunwardenError } from '../core/errors.js';
 import { isTerminal, type RunRecord, TAGS } from '../core/types.js';
-import { callLauncher, type MonitorHost, mustGetRun, runLogger } from './host.js';
+import { callLauncher, type MonitorHost, mustGetRun, runLogger, terminateOnce } from './host.js';
 
 /** NOT_STARTED/QUEUED → STARTING, then launcher.launch. */
 export async function launchRun(host: MonitorHost, runId: string): Promise<RunRecord> {
@@ -85,7 +85,7 @@ async function stopOrphanedWorker(host: MonitorHost, run: RunRecord): Promise<vo
   log.warn(`Run ended ${run.status} while its worker was being launched; terminating that worker.`);
   let problem: string;
   try {
-    if (await callLauncher(host, 'terminate', () => host.launcher.terminate(run))) return;
+    if (await callLauncher(host, 'terminate', () => terminateOnce(host, run))) return;
     problem = 'the launcher reported the worker is still there';
   } catch (error) {
     problem = errorText(error);
@@ -95,7 +95,7 @@ async function stopOrphanedWorker(host: MonitorHost, run: RunRecord): Promise<vo
 
 /** → CANCELING (or CANCELED before launch), then launcher.terminate. */
 export async function cancelRun(host: MonitorHost, runId: string): Promise<RunRecord> {
-  const { store, tracker, clock, launcher } = host;
+  const { store, tracker, clock } = host;
   const run = await mustGetRun(host, runId);
   if (run.status === 'NOT_STARTED' || run.status === 'QUEUED') {
     await tracker.track(
@@ -121,7 +121,7 @@ export async function cancelRun(host: MonitorHost, runId: string): Promise<RunRe
   if (!canceling) return mustGetRun(host, runId);
   let problem: string | undefined;
   try {
-    if (!(await callLauncher(host, 'terminate', () => launcher.terminate(canceling)))) {
+    if (!(await callLauncher(host, 'terminate', () => terminateOnce(host, canceling)))) {
       problem = 'the launcher reported the worker is still there';
     }
   } catch (error) {

@@ -19,7 +19,7 @@ import {
 import { resolveLivenessSeconds, resolveMaxRuntimeSeconds } from '../core/config.js';
 import { RunwardenError } from '../core/errors.js';
 import { type RunRecord, TAGS } from '../core/types.js';
-import { type MonitorHost, mustGetRun, runLogger } from './host.js';
+import { type MonitorHost, mustGetRun, runLogger, terminateOnce } from './host.js';
 import { NO_METRICS } from './metrics.js';
 
 export function providedRunMachine(host: MonitorHost) {
@@ -99,7 +99,7 @@ export function providedRunMachine(host: MonitorHost) {
       terminateWorker: effect<TerminateInput, boolean>('launcher', async ({ runId, journaled }) => {
         // Until the worker is confirmed gone, the journal stays and the next poll tries again.
         if (journaled) host.pendingTerminations = true;
-        const gone = await launcher.terminate(await mustGetRun(host, runId));
+        const gone = await terminateOnce(host, await mustGetRun(host, runId));
         if (gone && journaled) await clearTerminatePending(host, runId);
         return gone;
       }),

@@ -8,7 +8,7 @@ import type { PollHealthInput, SupervisorEvent } from '../../machines/supervisor
 import { ACTIVE_STATUSES, type HealthResult, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
 import { type BrakeVerdict, type CrashBrake, isBadResult, tallyOf } from './crash-brake.js';
 import { clearTerminatePending } from './effects.js';
-import { callLauncher, type MonitorHost, runLogger } from './host.js';
+import { callLauncher, type MonitorHost, runLogger, terminateOnce } from './host.js';
 import { type HealthCheckLabel, NO_METRICS } from './metrics.js';
 
 const LIST_PAGE = 1000;
@@ -224,7 +224,7 @@ async function finishPendingTermination(host: MonitorHost, run: RunRecord): Prom
   const log = runLogger(host, run.runId);
   let problem: string;
   try {
-    if (await callLauncher(host, 'terminate', () => host.launcher.terminate(run))) {
+    if (await callLauncher(host, 'terminate', () => terminateOnce(host, run))) {
       await clearTerminatePending(host, run.runId);
       log.info('Finished terminating the worker of a run that failed to start.');
       return true;

@@ -23,6 +23,8 @@ export interface MonitorHost {
   pendingTerminations: boolean;
   /** Prometheus metrics, or NO_METRICS (createRunMonitor's `metrics` option). */
   metrics: MonitorMetrics;
+  /** Terminations in flight, by run id (see terminateOnce). */
+  terminations: Map<string, Promise<boolean>>;
 }
 
 export function runLogger(host: MonitorHost, runId: string): MonitorLogger {
@@ -33,6 +35,21 @@ export async function mustGetRun(host: MonitorHost, runId: string): Promise<RunR
   const run = await host.store.getRun(runId);
   if (!run) throw new RunNotFoundError(runId);
   return run;
+}
+
+/**
+ * launcher.terminate, joined with a termination of the same run already in flight: a run actor's
+ * start-timeout termination and the poll's pass over journaled terminations can reach the same run at the
+ * same moment, and the worker must be signalled once.
+ */
+export function terminateOnce(host: MonitorHost, run: RunRecord): Promise<boolean> {
+  const inFlight = host.terminations.get(run.runId);
+  if (inFlight) return inFlight;
+  const call = Promise.resolve()
+    .then(() => host.launcher.terminate(run))
+    .finally(() => host.terminations.delete(run.runId));
+  host.terminations.set(run.runId, call);
+  return call;
 }
 
 /** A launcher call that gives up after launcherTimeoutSeconds (on the monitor's clock; 0 = no limit). */

@@ -80,6 +80,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     logger,
     tracker: new EffectTracker(),
     pendingTerminations: true,
+    terminations: new Map(),
     // The runs gauge reads the supervisor when scraped (it is declared below, set by start()).
     metrics: options.metrics ? createMonitorMetrics(options.metrics, () => supervisor) : NO_METRICS,
   };
