@@ -111,6 +111,8 @@ export interface HeartbeatInput {
   at?: number;
   /** Also a sign of progress (a step started or finished, a line of output): sets `progressAt` too. */
   progress?: boolean;
+  /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
+  attempt?: number;
 }
 
 export interface RunEvent {
@@ -138,6 +140,8 @@ export interface TransitionChange {
   message?: string;
   /** Merged into the run's tags in the same atomic step. */
   tags?: Record<string, string>;
+  /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
+  attempt?: number;
 }
 
 export interface EngineEventInput {
@@ -145,7 +149,15 @@ export interface EngineEventInput {
   message: string;
   at?: number;
   data?: unknown;
+  /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
+  attempt?: number;
 }
+
+// --- worker fencing --------------------------------------------------------------------------------------
+// A worker write carries `attempt`: the RUNWARDEN_RESUME_ATTEMPT it was launched with (0 for the first
+// worker, n for the worker of the n-th resume). The monitor's own writes carry none and are never fenced.
+// A store refuses, in the same atomic step as the write, a write whose attempt is older than the run's
+// `resumeAttempts` (WorkerSupersededError): that worker was presumed dead and replaced.
 
 export interface ListRunsFilter {
   statuses?: RunStatus[];

@@ -1,6 +1,7 @@
 import { DuplicateRunError, RunNotFoundError } from '../../core/errors.js';
 import {
   copyRecord,
+  fenceWriter,
   hasTags,
   type ListenerErrorHandler,
   Listeners,
@@ -98,7 +99,7 @@ export class MemoryRunStore implements RunStore {
 
   async appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent> {
     const planned = planEngineEvent(event, this.clock.now());
-    this.mustGet(runId);
+    fenceWriter(this.mustGet(runId), event.attempt);
     return toRunEvent(this.append(runId, planned));
   }
 

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { DuplicateRunError, RunNotFoundError, RunwardenError } from '../../core/errors.js';
 import {
+  fenceWriter,
   type ListenerErrorHandler,
   Listeners,
   pageSize,
@@ -341,7 +342,7 @@ export class SqliteRunStore implements RunStore {
     return this.guard(() => {
       const planned = planEngineEvent(event, this.clock.now());
       return this.write(() => {
-        if (!this.sql.runExists.get(runId)) throw new RunNotFoundError(runId);
+        this.fenceEventWriter(runId, event.attempt);
         const row = this.insertEvent(runId, planned);
         return { result: toEvent(row), events: [row] };
       });
@@ -433,6 +434,18 @@ export class SqliteRunStore implements RunStore {
   async close(): Promise<void> {
     this.listeners.clear();
     if (this.db.open) this.db.close();
+  }
+
+  /** Inside appendEvent's transaction: the run must exist and, for a worker's event, not have moved past its attempt. */
+  private fenceEventWriter(runId: string, attempt: number | undefined): void {
+    if (attempt === undefined) {
+      // The monitor's events: only existence matters, and the cheaper check does for it.
+      if (!this.sql.runExists.get(runId)) throw new RunNotFoundError(runId);
+      return;
+    }
+    const row = this.sql.getRun.get(runId) as RunRow | undefined;
+    if (!row) throw new RunNotFoundError(runId);
+    fenceWriter(toRecord(row), attempt);
   }
 
   private insertEvent(runId: string, event: PlannedEvent): EventRow {
