@@ -119,7 +119,7 @@ it(
     expect(runs.map((r) => r.status)).toEqual(b.runIds.map(() => 'STARTED'));
     for (const event of firstHeld) {
       expect(event.message).toContain(`${WORKERS} of ${WORKERS} checked runs look dead`);
-      expect(event.message).toContain('Detected run worker status FAILED');
+      expect(event.message).toMatch(/Detected run worker status (FAILED|NOT_FOUND)/);
     }
     expect(b.errors.filter((m) => m.startsWith('Crash brake: '))).not.toEqual([]);
     expect(await b.metric('runwarden_crash_brake_engaged')).toBe(1);
@@ -133,7 +133,9 @@ it(
       const held = events.filter(isHeld);
       expect(held.length).toBeGreaterThanOrEqual(MAX_HOLD_SECONDS);
       expect(events.findLast((e) => e.type === 'RUN_FAILURE')?.message).toMatch(
-        new RegExp(`^Detected run worker status FAILED: .*Marking run ${run.runId} as failed\\.$`),
+        new RegExp(
+          `^Detected run worker status (FAILED|NOT_FOUND): .*Marking run ${run.runId} as failed\\.$`,
+        ),
       );
       // Not before the hold had lasted maxHoldSeconds (a little slack: the first event follows the verdict).
       expect((run.endedAt ?? 0) - firstHeld[i]!.at).toBeGreaterThan(MAX_HOLD_SECONDS * 1000 - 500);
