@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { MonitorConfig } from '../src/core/config.js';
 import { isTerminal, type RunRecord } from '../src/core/types.js';
 import { COMMAND_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
-import { createRunMonitor, type RunMonitor } from '../src/monitor/monitor.js';
+import { createRunMonitor, type RunMonitor, type RunMonitorOptions } from '../src/monitor/monitor.js';
 import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
 import { built, killWorkers, NODE, tempDir, waitFor } from './processes.js';
 
@@ -44,6 +44,9 @@ export async function setupWorkers(
     start?: boolean;
     /** Added to every worker's environment. */
     env?: Record<string, string>;
+    /** For tests that read the monitor's log lines or metrics. */
+    logger?: RunMonitorOptions['logger'];
+    metrics?: RunMonitorOptions['metrics'];
   } = {},
 ): Promise<WorkerSetup> {
   const dir = tempDir('runwarden-any-language-');
@@ -62,7 +65,13 @@ export async function setupWorkers(
     wrap: options.wrap,
     wrapperCommand: [NODE, built('src/cli/wrap.js')],
   });
-  const monitor = createRunMonitor({ store, launcher, config: { ...BASE_CONFIG, ...options.config } });
+  const monitor = createRunMonitor({
+    store,
+    launcher,
+    config: { ...BASE_CONFIG, ...options.config },
+    logger: options.logger,
+    metrics: options.metrics,
+  });
   if (options.start !== false) await monitor.start();
   return {
     dir,

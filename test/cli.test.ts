@@ -45,6 +45,24 @@ describe('runwarden.yaml validation', () => {
       key: 'run_monitoring.cancel_timeout_seconds',
       expected: /expected a finite number of seconds >= 0 \(0 switches this check off\), got -1/,
     },
+    {
+      name: 'a negative heartbeat timeout',
+      yaml: 'run_monitoring:\n  heartbeat_timeout_seconds: -5\n',
+      key: 'run_monitoring.heartbeat_timeout_seconds',
+      expected: /expected a finite number of seconds >= 0 \(0 switches this check off\), got -5/,
+    },
+    {
+      name: 'a crash brake ratio over 1',
+      yaml: 'run_monitoring:\n  crash_brake:\n    ratio: 1.5\n',
+      key: 'run_monitoring.crash_brake.ratio',
+      expected: /expected a number from 0 to 1/,
+    },
+    {
+      name: 'a dry_run that is not a boolean',
+      yaml: 'run_monitoring:\n  dry_run: "yes"\n',
+      key: 'run_monitoring.dry_run',
+      expected: /expected true or false, got the string "yes"/,
+    },
   ];
 
   it('refuses an unknown key, a wrong type or a negative timeout with the file, the key and what was expected', async () => {
