@@ -8,6 +8,9 @@ import { isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import { SqliteRunStore } from './sqlite/sqlite-store.js';
 import type { RunStore } from '../core/types.js';
+import { redactCredentials } from './redact.js';
+
+export { redactCredentials };
 
 /** The environment variable a run worker reads its store location from. */
 export const STORE_ENV = 'RUNWARDEN_STORE';
@@ -19,17 +22,6 @@ export interface OpenStoreOptions {
   baseDir?: string;
   /** SqliteRunStore busy timeout. */
   busyTimeoutMs?: number;
-}
-
-/**
- * `text` with the password of every URL in it (`scheme://user:password@host`) and of every `password=…`
- * setting masked as `***`: for anything that names a store in a log line, a metric or an error message.
- */
-export function redactCredentials(text: string): string {
-  // Greedy up to the authority's last '@': a password with an unencoded '@' is masked whole.
-  return text
-    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s:/?#@]*):[^\s/?#]*@/gi, '$1:***@')
-    .replace(/\b(password|passwd|pwd)=('[^']*'|[^\s&;]*)/gi, '$1=***');
 }
 
 /** Parses a store URL into an absolute location. Throws ConfigError naming the URL and the accepted forms. */
