@@ -183,6 +183,12 @@ export interface RunStore {
   readEventsAfter(seq: number, limit: number): Promise<RunEvent[]>;
   /** The highest seq written so far (0 when there are no events): where a new follower starts its tail. */
   latestSeq(): Promise<number>;
+  /**
+   * Calls `wake` soon after another process may have written events (PostgreSQL: LISTEN/NOTIFY), so a
+   * follower reads the tail at once instead of at its next poll. Only a hint: the tail stays the truth, and
+   * stores without it are simply polled. Returns the unsubscribe function.
+   */
+  onRemoteWrite?(wake: () => void): () => void;
   /** Releases connections or file handles. Optional for stores that hold none. */
   close?(): Promise<void>;
 }
