@@ -26,7 +26,7 @@ interface Problem {
   fix: string;
 }
 
-const UNREACHABLE_FIX = 'Check that the server runs and that the host and port are right; Runwarden retries.';
+const UNREACHABLE_FIX = 'Check that the server runs and that the host and port are right.';
 
 function describeProblem(error: unknown): Problem | undefined {
   // `localhost` resolves to several addresses: pg (net) then reports an AggregateError of every attempt.
