@@ -21,6 +21,7 @@ import {
   TAGS,
   TERMINAL_STATUSES,
 } from '../src/core/types.js';
+import { describeLeaseConformance } from './lease-conformance.js';
 
 interface ConformanceClock {
   now(): number;
@@ -1035,6 +1036,8 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
         expect(await store.readEventsAfter(0, 1)).toEqual(await store.getEvents('r1'));
       });
     });
+
+    describeLeaseConformance(() => ({ store, clock }));
 
     describe('concurrency', () => {
       it('200 transitions on different runs and 50 racing CAS writes on one run', async () => {
