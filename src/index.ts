@@ -25,6 +25,7 @@ export {
 } from './core/config.js';
 export * from './core/errors.js';
 export { MemoryRunStore } from './stores/memory/memory-store.js';
+export { LeaseLostError, PARTITION_COUNT, partitionOf } from './stores/contract.js';
 export type { MonitorLogger } from './monitor/logger.js';
 export { createRunMonitor, type RunMonitor, type RunMonitorOptions } from './monitor/monitor.js';
 export type { MetricsRegistry } from './monitor/metrics.js';

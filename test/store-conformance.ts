@@ -22,6 +22,7 @@ import {
   TAGS,
   TERMINAL_STATUSES,
 } from '../src/core/types.js';
+import { describeLeaseConformance } from './lease-conformance.js';
 
 interface ConformanceClock {
   now(): number;
@@ -1148,6 +1149,7 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
         else expect(run.status).toBe('SUCCESS');
       });
     });
+    describeLeaseConformance(() => ({ store, clock }));
 
     describe('concurrency', () => {
       it('200 transitions on different runs and 50 racing CAS writes on one run', async () => {

@@ -10,8 +10,9 @@ import {
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
   type RunwardenFileConfig,
+  storeLocationOf,
   storeUrlOf,
-  withStorePath,
+  withStore,
 } from './config-file.js';
 import { MAX_RUNTIME_TAG_EXPECTED, MAX_RUNTIME_TAGS, parseMaxRuntimeTag } from '../core/config.js';
 import { LaunchError, RunNotFoundError, RunwardenError } from '../core/errors.js';
@@ -20,8 +21,7 @@ import type { MonitorLogger } from '../monitor/logger.js';
 import type { MonitorHttpServer, MonitorPhase } from './http-server.js';
 import type { Registry } from 'prom-client';
 import { COMMAND_TAG, ProcessRunLauncher, WRAP_TAG } from '../launchers/process/process-launcher.js';
-import { SqliteRunStore } from '../stores/sqlite/sqlite-store.js';
-import { parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
+import { openStoreAt, parseStoreUrl, redactCredentials, STORE_ENV } from '../stores/store-url.js';
 import {
   isTerminal,
   RUN_EVENT_TYPES,
@@ -29,6 +29,7 @@ import {
   type RunEvent,
   type RunRecord,
   type RunStatus,
+  type RunStore,
   statusOfEvent,
   TAGS,
 } from '../core/types.js';
@@ -45,29 +46,42 @@ function resolveConfig(options: StoreOptions): RunwardenFileConfig {
       ? loadConfigFile(options.config, { explicit: true })
       : loadConfigFile(DEFAULT_CONFIG_FILE);
   if (options.store === undefined) return config;
-  return withStorePath(config, parseStoreUrl(options.store).path);
+  return withStore(config, parseStoreUrl(options.store));
 }
 
-/** Opens (creating if needed) the configured SQLite store. */
-function openForWriting(config: RunwardenFileConfig): SqliteRunStore {
-  const { path, busyTimeoutMs } = config.storage.sqlite;
-  mkdirSync(dirname(path), { recursive: true });
-  return new SqliteRunStore({ path, busyTimeoutMs });
+type OpenedStore = RunStore & { close(): Promise<void> };
+
+/** Opens (creating if needed) the configured store: a SQLite file, or a PostgreSQL schema. */
+function openForWriting(config: RunwardenFileConfig): OpenedStore {
+  const location = storeLocationOf(config);
+  if (location.kind === 'sqlite') mkdirSync(dirname(location.path), { recursive: true });
+  return openStoreAt(location, { busyTimeoutMs: config.storage.sqlite.busyTimeoutMs });
 }
 
-/** Opens an existing store; a missing file is an error rather than a new empty database. */
-function openExisting(config: RunwardenFileConfig): SqliteRunStore {
+/**
+ * Opens an existing store; a missing SQLite file is an error rather than a new empty database. (A
+ * PostgreSQL schema is created on first use, which for a reading command is an empty store.)
+ */
+function openExisting(config: RunwardenFileConfig): OpenedStore {
+  const location = storeLocationOf(config);
   const { path, busyTimeoutMs } = config.storage.sqlite;
-  if (!existsSync(path)) {
+  if (location.kind === 'sqlite' && !existsSync(path)) {
     throw new RunwardenError(
       'STORE_NOT_FOUND',
       `No run store at ${path}: nothing has been launched with this configuration yet${config.file ? ` (${config.file})` : ' (no runwarden.yaml here; pass --config or --store)'}.`,
     );
   }
-  return new SqliteRunStore({ path, busyTimeoutMs });
+  return openStoreAt(location, { busyTimeoutMs });
 }
 
-function makeLauncher(config: RunwardenFileConfig, store: SqliteRunStore): ProcessRunLauncher {
+/** The store for messages: the SQLite file, or the PostgreSQL URL (password masked) and schema. */
+function storeName(config: RunwardenFileConfig): string {
+  const location = storeLocationOf(config);
+  if (location.kind === 'sqlite') return location.path;
+  return `${redactCredentials(location.url)} (schema ${location.schema})`;
+}
+
+function makeLauncher(config: RunwardenFileConfig, store: RunStore): ProcessRunLauncher {
   const proc = config.launcher.process;
   const configured = proc.command;
   return new ProcessRunLauncher({
@@ -96,7 +110,7 @@ async function newMonitor(options: RunMonitorOptions) {
   return createRunMonitor(options);
 }
 
-async function closing<T>(store: SqliteRunStore, work: () => Promise<T>): Promise<T> {
+async function closing<T>(store: OpenedStore, work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } finally {
@@ -180,8 +194,8 @@ async function watchRuns(
   try {
     await monitor.start();
     if (http) http.phase = 'running';
-    // Tells `runwarden launch` that a monitor watches this store. A disabled monitor watches nothing.
-    if (config.monitor.enabled) {
+    // Tells `runwarden launch` that a monitor watches this SQLite file. A disabled monitor watches nothing.
+    if (config.monitor.enabled && !config.storage.postgres) {
       const path = config.storage.sqlite.path;
       heartbeat = startHeartbeat(path, {
         onError: (err) =>
@@ -190,7 +204,7 @@ async function watchRuns(
     }
     logger.info(
       {
-        store: config.storage.sqlite.path,
+        store: storeName(config),
         config: config.file ?? '(defaults)',
         logDir: config.launcher.process.logDir,
         ...(http && { http: http.server.url }),
@@ -221,7 +235,7 @@ interface HttpEndpoints {
   registry: Registry;
   server: MonitorHttpServer;
   phase: MonitorPhase;
-  store: SqliteRunStore | undefined;
+  store: OpenedStore | undefined;
 }
 
 /** Listens (before the store is opened), with a registry for Node's process metrics and the monitor's. */
@@ -277,14 +291,16 @@ export async function launchCommand(
   await closing(store, async () => {
     const launcher = makeLauncher(config, store);
     const monitor = await newMonitor({ store, launcher, config: config.monitor });
-    const watched = await isMonitorWatching(store);
+    // The heartbeat file sits next to a SQLite database; monitors of a PostgreSQL store may be anywhere.
+    const { path } = config.storage.sqlite;
+    const watched = config.storage.postgres !== undefined || (await isMonitorWatching({ path }));
     const run = await store.createRun({ runId: options.runId, tags });
     const launched = await monitor.launch(run.runId);
     if (options.json) print(JSON.stringify({ ...launched, logPath: launcher.logPath(run.runId) }, null, 2));
     else print(launched.runId);
     if (!watched) {
       warn(
-        `no runwarden monitor is watching ${store.path}: run ${run.runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: ${monitorInvocation(config, options)}`,
+        `no runwarden monitor is watching ${path}: run ${run.runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: ${monitorInvocation(config, options)}`,
       );
     }
   });
@@ -294,7 +310,7 @@ export async function launchCommand(
 function monitorInvocation(config: RunwardenFileConfig, options: StoreOptions): string {
   const words = ['runwarden', 'monitor'];
   if (config.file !== undefined) words.push('--config', config.file);
-  if (options.store !== undefined) words.push('--store', `sqlite:${config.storage.sqlite.path}`);
+  if (options.store !== undefined) words.push('--store', redactCredentials(storeUrlOf(config)));
   return words.map(shellWord).join(' ');
 }
 
@@ -444,7 +460,7 @@ export async function eventsCommand(
 const TYPE_WIDTH = Math.max(...RUN_EVENT_TYPES.map((type) => type.length));
 
 /** events --follow: the table (fixed column widths, as rows come one by one) or one JSON object a line. */
-async function followEventsOf(store: SqliteRunStore, runId: string, json: boolean): Promise<void> {
+async function followEventsOf(store: RunStore, runId: string, json: boolean): Promise<void> {
   if (!(await store.getRun(runId))) throw new RunNotFoundError(runId);
   // Room for the seqs of the next few orders of magnitude; a longer one just pushes its row's columns.
   const widths = [Math.max(3, String(await store.latestSeq()).length + 1), 24, TYPE_WIDTH];

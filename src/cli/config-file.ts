@@ -4,6 +4,7 @@
 //     start_timeout_seconds: 180
 //   storage:
 //     sqlite: { path: .runwarden/runs.db, busy_timeout_ms: 5000 }
+//     # or, instead of sqlite:  postgres: { url: postgres://user@host:5432/db, schema: runwarden }
 //   launcher:
 //     process: { command: [node, worker.js], log_dir: .runwarden/logs, terminate_grace_seconds: 10, wrap: false }
 //   http: { host: 127.0.0.1, port: 9464 }   # `runwarden monitor` serves /metrics, /healthz, /readyz
@@ -16,7 +17,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { type MonitorConfig, parseMonitorConfig } from '../core/config.js';
 import { ConfigError } from '../core/errors.js';
-import { formatStoreUrl } from '../stores/store-url.js';
+import { formatStoreUrl, parseStoreUrl, redactCredentials, type StoreLocation } from '../stores/store-url.js';
 
 export const DEFAULT_CONFIG_FILE = 'runwarden.yaml';
 /** ProcessRunLauncher's defaults (terminateGraceMs, killWaitMs), in seconds. */
@@ -29,7 +30,11 @@ export interface RunwardenFileConfig {
   /** The file read, absolute; undefined when the defaults were used. */
   file: string | undefined;
   monitor: MonitorConfig;
-  storage: { sqlite: { path: string; busyTimeoutMs: number | undefined } };
+  storage: {
+    sqlite: { path: string; busyTimeoutMs: number | undefined };
+    /** When set, the store is this PostgreSQL schema and `sqlite` is not used. */
+    postgres: { url: string; schema: string } | undefined;
+  };
   launcher: {
     process: {
       command: string[] | undefined;
@@ -49,9 +54,15 @@ export interface RunwardenFileConfig {
   http: { host: string; port: number } | undefined;
 }
 
+/** The store a config names: its PostgreSQL schema when `storage.postgres` is set, else its SQLite file. */
+export function storeLocationOf(config: RunwardenFileConfig): StoreLocation {
+  const { postgres, sqlite } = config.storage;
+  return postgres ? { kind: 'postgres', ...postgres } : { kind: 'sqlite', path: sqlite.path };
+}
+
 /** The store URL of a config (what run workers get in RUNWARDEN_STORE). */
 export function storeUrlOf(config: RunwardenFileConfig): string {
-  return formatStoreUrl({ kind: 'sqlite', path: config.storage.sqlite.path });
+  return formatStoreUrl(storeLocationOf(config));
 }
 
 /** A config file that is missing, unreadable, not YAML or not valid. The message is one line. */
@@ -95,6 +106,15 @@ const env = leaf(
   'a mapping of variable names to string values (quote numbers)',
 );
 
+const postgresUrl = leaf(
+  (e) => z.string({ error: e }).regex(/^postgres(ql)?:\/\//i, { error: e }),
+  'a postgres:// or postgresql:// URL, e.g. postgres://user@127.0.0.1:5432/database',
+);
+const schemaName = leaf(
+  (e) => z.string({ error: e }).regex(/^[a-z_][a-z0-9_]{0,62}$/, { error: e }),
+  'a schema name of lower-case letters, digits and underscores, starting with a letter or underscore',
+);
+
 function section<S extends z.ZodRawShape>(shape: S) {
   const known = Object.keys(shape).join(', ');
   return z.strictObject(shape, {
@@ -111,6 +131,7 @@ const fileSchema = section({
     sqlite: section({ path: path.optional(), busy_timeout_ms: milliseconds.optional() })
       .nullable()
       .optional(),
+    postgres: section({ url: postgresUrl, schema: schemaName.optional() }).optional(),
   })
     .nullable()
     .optional(),
@@ -216,6 +237,12 @@ function parseConfigObject(data: unknown, file: string | undefined, baseDir: str
     });
   }
 
+  const storage = parsed.success ? parsed.data.storage : undefined;
+  const postgres = storage?.postgres && postgresOf(storage.postgres, issues);
+  if (storage?.postgres && storage.sqlite) {
+    issues.push({ path: 'storage', message: 'expected sqlite or postgres, not both' });
+  }
+
   if (issues.length > 0 || !parsed.success || !monitor) {
     const lines = issues.map((i) => `${i.path || '(top level)'}: ${i.message}`);
     const message =
@@ -236,6 +263,7 @@ function parseConfigObject(data: unknown, file: string | undefined, baseDir: str
         path: dbPath,
         busyTimeoutMs: sqlite?.busy_timeout_ms,
       },
+      postgres,
     },
     launcher: {
       process: {
@@ -255,14 +283,40 @@ function parseConfigObject(data: unknown, file: string | undefined, baseDir: str
   };
 }
 
-/** The config with its database moved to `path` (the --store option); an unconfigured log dir follows it. */
-export function withStorePath(config: RunwardenFileConfig, path: string): RunwardenFileConfig {
+/**
+ * The config with its store moved to `location` (the --store option). An unconfigured log dir follows a
+ * SQLite file; with PostgreSQL it stays where the config put it.
+ */
+export function withStore(config: RunwardenFileConfig, location: StoreLocation): RunwardenFileConfig {
+  if (location.kind === 'postgres') {
+    const { url, schema } = location;
+    return { ...config, storage: { ...config.storage, postgres: { url, schema } } };
+  }
+  const { path } = location;
   const proc = config.launcher.process;
   return {
     ...config,
-    storage: { sqlite: { ...config.storage.sqlite, path } },
+    storage: { sqlite: { ...config.storage.sqlite, path }, postgres: undefined },
     launcher: { process: { ...proc, logDir: proc.logDirConfigured ? proc.logDir : defaultLogDir(path) } },
   };
+}
+
+/** storage.postgres with the URL checked; `schema` there wins over a ?schema= in the URL. */
+function postgresOf(
+  block: { url: string; schema?: string | undefined },
+  issues: { path: string; message: string }[],
+): { url: string; schema: string } | undefined {
+  try {
+    const location = parseStoreUrl(block.url);
+    if (location.kind !== 'postgres') return undefined;
+    return { url: location.url, schema: block.schema ?? location.schema };
+  } catch (error) {
+    issues.push({
+      path: 'storage.postgres.url',
+      message: redactCredentials((error as Error).message).replace(/^Invalid store URL /, 'invalid URL '),
+    });
+    return undefined;
+  }
 }
 
 function defaultLogDir(dbPath: string): string {
@@ -294,7 +348,8 @@ function describe(value: unknown): string {
   if (Array.isArray(value)) return value.length === 0 ? 'an empty list' : 'a list';
   switch (typeof value) {
     case 'string':
-      return `the string ${JSON.stringify(value)}`;
+      // A store URL may carry a password.
+      return `the string ${redactCredentials(JSON.stringify(value))}`;
     case 'number':
     case 'boolean':
       return String(value);

@@ -14,7 +14,7 @@
 import { existsSync } from 'node:fs';
 import { ConfigError, RunNotFoundError, RunwardenError } from '../core/errors.js';
 import { isMaxRuntimeStop } from '../stores/contract.js';
-import { openStore, parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
+import { openStoreAt, parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
 import { isTerminal, type RunRecord, type RunStatus, type RunStore, TAGS } from '../core/types.js';
 import { parseWorkerEnv, RUN_WORKER_ENV, type WorkerEnv } from '../worker/env.js';
 
@@ -112,14 +112,14 @@ function workerEnv(env: Record<string, string | undefined>): WorkerEnv {
  * otherwise create an empty store and report "unknown run").
  */
 export function openExistingStore(url: string, from: string): RunStore & { close(): Promise<void> } {
-  const { path } = parseStoreUrl(url);
-  if (!existsSync(path)) {
+  const location = parseStoreUrl(url);
+  if (location.kind === 'sqlite' && !existsSync(location.path)) {
     throw new RunwardenError(
       'STORE_NOT_FOUND',
-      `No run store at ${path} (from ${from}=${url}): check the path; a launcher passes the store its monitor uses.`,
+      `No run store at ${location.path} (from ${from}=${url}): check the path; a launcher passes the store its monitor uses.`,
     );
   }
-  return openStore(url);
+  return openStoreAt(location);
 }
 
 /** Writes one report; throws ReportRefusedError when the run's status does not allow it. */

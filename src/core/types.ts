@@ -142,6 +142,8 @@ export interface TransitionChange {
   tags?: Record<string, string>;
   /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
   attempt?: number;
+  /** A monitor's decision: refused with LeaseLostError unless it still holds the run's partition lease. */
+  lease?: LeaseToken;
 }
 
 export interface EngineEventInput {
@@ -151,6 +153,8 @@ export interface EngineEventInput {
   data?: unknown;
   /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
   attempt?: number;
+  /** A monitor's decision: refused with LeaseLostError unless it still holds the run's partition lease. */
+  lease?: LeaseToken;
 }
 
 // --- worker fencing --------------------------------------------------------------------------------------
@@ -181,9 +185,9 @@ export interface RunStore {
   appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent>;
   getEvents(runId: string, filter?: { types?: RunEventType[] }): Promise<RunEvent[]>;
   /** Durably adds one to `resumeAttempts` and resolves the new count. */
-  incrementResumeAttempts(runId: string): Promise<number>;
+  incrementResumeAttempts(runId: string, options?: FencedWrite): Promise<number>;
   /** Merges tags into the run without a status change (launchers record worker identity this way). */
-  setTags(runId: string, tags: Record<string, string>): Promise<RunRecord>;
+  setTags(runId: string, tags: Record<string, string>, options?: FencedWrite): Promise<RunRecord>;
   /**
    * A worker's sign of life: sets `heartbeatAt` (and `progressAt` with `progress`) without appending an event
    * or moving `updatedAt`. A run that has ended is left as it is. Resolves the record.
@@ -195,8 +199,65 @@ export interface RunStore {
   readEventsAfter(seq: number, limit: number): Promise<RunEvent[]>;
   /** The highest seq written so far (0 when there are no events): where a new follower starts its tail. */
   latestSeq(): Promise<number>;
+  /**
+   * Calls `wake` soon after another process may have written events (PostgreSQL: LISTEN/NOTIFY), so a
+   * follower reads the tail at once instead of at its next poll. Only a hint: the tail stays the truth, and
+   * stores without it are simply polled. Returns the unsubscribe function.
+   */
+  onRemoteWrite?(wake: () => void): () => void;
   /** Releases connections or file handles. Optional for stores that hold none. */
   close?(): Promise<void>;
+  /**
+   * Several monitors on one store (optional: a store without these runs one monitor, as before). In one
+   * atomic step: records `monitor` as live until now + leaseMs (store clock), keeps the partitions it holds up
+   * to its fair share, takes free or expired ones up to that share (each takeover adds one to the partition's
+   * epoch), releases the rest, and resolves the leases it now holds.
+   */
+  renewLeases?(monitor: MonitorIdentity, leaseMs: number): Promise<Lease[]>;
+  /** A clean stop: frees every partition `monitorId` holds (others take them at their next renewal). */
+  releaseLeases?(monitorId: string): Promise<void>;
+  /** The live monitors, by id, with the partitions they hold and how many active runs those contain. */
+  listMonitors?(): Promise<MonitorInfo[]>;
+}
+
+// --- several monitors: partitions, leases, fencing --------------------------------------------------------
+
+/** What a monitor's write carries: the lease it holds on the run's partition, at the epoch it got it. */
+export interface LeaseToken {
+  monitorId: string;
+  epoch: number;
+}
+
+/** A write a monitor may fence with its lease (incrementResumeAttempts, setTags). */
+export interface FencedWrite {
+  lease?: LeaseToken;
+}
+
+/** Who renews: a unique id per monitor process (or embedded monitor), and where it runs. */
+export interface MonitorIdentity {
+  monitorId: string;
+  host: string;
+  pid: number;
+}
+
+/** One partition a monitor holds: valid until `expiresAt` (store clock) unless renewed. */
+export interface Lease {
+  partition: number;
+  /** Grows by one every time the partition changes hands; writes carry it (LeaseToken). */
+  epoch: number;
+  expiresAt: number;
+}
+
+/** A live monitor as `runwarden monitors` shows it. */
+export interface MonitorInfo extends MonitorIdentity {
+  /** When this monitor first renewed (store clock, epoch ms). */
+  startedAt: number;
+  renewedAt: number;
+  expiresAt: number;
+  /** The partitions it holds, ascending. */
+  partitions: number[];
+  /** Active (non-terminal) runs in those partitions. */
+  runsOwned: number;
 }
 
 export type WorkerStatus = 'RUNNING' | 'NOT_FOUND' | 'FAILED' | 'SUCCESS' | 'UNKNOWN';

@@ -1,5 +1,6 @@
 // The monitor's view of store changes: this process's writes through subscribe (at once), everyone's
-// through readEventsAfter on an interval. Status events become fresh records delivered to the supervisor.
+// through readEventsAfter on an interval, and at once when the store says another process wrote
+// (onRemoteWrite). Status events become fresh records delivered to the supervisor.
 import type { MonitorLogger } from './logger.js';
 import type { EffectTracker } from './effect-tracker.js';
 import { type Clock, type RunEvent, type RunRecord, type RunStore, statusOfEvent } from '../core/types.js';
@@ -26,6 +27,12 @@ export class StoreFeed {
   private stopped = false;
   private timer: unknown;
   private unsubscribe: (() => void) | undefined;
+  private stopWakes: (() => void) | undefined;
+  /** A tail read is running; a wake meanwhile asks for one more right after it. */
+  private polling = false;
+  private wakeAgain = false;
+  /** The store failed the last read: said once in the log, and once more when it answers again. */
+  private failing = false;
 
   constructor(private readonly options: StoreFeedOptions) {}
 
@@ -34,12 +41,14 @@ export class StoreFeed {
     this.lastSeq = await this.options.tracker.track(store.latestSeq());
     this.options.learned(this.lastSeq);
     this.unsubscribe = store.subscribe((event) => this.onOwnWrite(event));
+    this.stopWakes = store.onRemoteWrite?.(() => this.wake());
     this.schedulePoll();
   }
 
   stop(): void {
     this.stopped = true;
     this.unsubscribe?.();
+    this.stopWakes?.();
     if (this.timer !== undefined) this.options.clock.clearTimeout(this.timer);
   }
 
@@ -74,6 +83,18 @@ export class StoreFeed {
     }
   }
 
+  /** Another process wrote: read the tail now rather than at the next interval. */
+  private wake(): void {
+    if (this.stopped) return;
+    if (this.polling) {
+      this.wakeAgain = true;
+      return;
+    }
+    if (this.timer !== undefined) this.options.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.options.tracker.track(this.poll());
+  }
+
   private schedulePoll(): void {
     if (this.stopped) return;
     this.timer = this.options.clock.setTimeout(() => {
@@ -83,6 +104,8 @@ export class StoreFeed {
   }
 
   private async poll(): Promise<void> {
+    this.polling = true;
+    this.wakeAgain = false;
     try {
       for (;;) {
         const events = await this.options.store.readEventsAfter(this.lastSeq, TAIL_PAGE);
@@ -95,10 +118,23 @@ export class StoreFeed {
       }
       this.options.learned(this.lastSeq);
       await this.flush();
+      if (this.failing) {
+        this.failing = false;
+        this.options.logger.info('The store answers again; following its changes.');
+      }
     } catch (err) {
-      this.options.logger.error({ err }, 'Reading the store feed failed; retrying at the next feed poll.');
+      // Once, not every poll: a store that is down stays down for a while.
+      if (!this.failing) {
+        this.failing = true;
+        this.options.logger.error(
+          { err },
+          'Reading the store feed failed; the monitor keeps its runs and retries at every feed poll.',
+        );
+      }
     } finally {
-      this.schedulePoll();
+      this.polling = false;
+      if (this.wakeAgain) this.wake();
+      else this.schedulePoll();
     }
   }
 }

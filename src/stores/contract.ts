@@ -20,6 +20,10 @@ import {
   type EngineEventInput,
   type HeartbeatInput,
   isTerminal,
+  type Lease,
+  type LeaseToken,
+  type MonitorIdentity,
+  type MonitorInfo,
   RUN_STATUSES,
   type RunEvent,
   type RunEventType,
@@ -385,6 +389,255 @@ export class Listeners {
 
   clear(): void {
     this.#entries.clear();
+  }
+}
+
+// --- several monitors: partitions, leases, fencing -------------------------------------------------------
+//
+// Runs fall into PARTITION_COUNT partitions by a hash of their id. Live monitors hold leases on partitions;
+// a lease has an epoch that grows every time the partition changes hands. A monitor's decision writes carry
+// its LeaseToken, and the store checks it (checkLease) in the same atomic step as the write: a monitor that
+// lost a partition, however late it wakes up, can no longer write for that partition's runs. The check
+// compares epochs, never clocks. A store keeps one LeaseRow per partition and one MonitorRow per monitor,
+// and renews with planRenewal inside one transaction (docs/storage.md, docs/operations.md).
+
+/** How many partitions runs are spread over: a fixed number, so that every store and monitor agrees. */
+export const PARTITION_COUNT = 64;
+
+/**
+ * The partition of a run: FNV-1a (32 bit) over the UTF-8 bytes of its id, modulo PARTITION_COUNT. Stable
+ * across processes, versions and languages, so a store written in SQL could compute it too.
+ */
+export function partitionOf(runId: string): number {
+  let hash = 0x811c9dc5;
+  const mix = (byte: number) => {
+    hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  };
+  for (let i = 0; i < runId.length; i++) {
+    let code = runId.charCodeAt(i);
+    if (code < 0x80) {
+      mix(code);
+      continue;
+    }
+    if (code >= 0xd800 && code <= 0xdbff && i + 1 < runId.length) {
+      const low = runId.charCodeAt(i + 1);
+      if (low >= 0xdc00 && low <= 0xdfff) {
+        code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+        i += 1;
+      }
+    }
+    // A lone surrogate encodes as U+FFFD, as Buffer.from(text, 'utf8') does.
+    if (code >= 0xd800 && code <= 0xdfff) code = 0xfffd;
+    if (code < 0x800) {
+      mix(0xc0 | (code >> 6));
+    } else if (code < 0x10000) {
+      mix(0xe0 | (code >> 12));
+      mix(0x80 | ((code >> 6) & 0x3f));
+    } else {
+      mix(0xf0 | (code >> 18));
+      mix(0x80 | ((code >> 12) & 0x3f));
+      mix(0x80 | ((code >> 6) & 0x3f));
+    }
+    mix(0x80 | (code & 0x3f));
+  }
+  return hash % PARTITION_COUNT;
+}
+
+/** A partition's lease as a store keeps it; a partition without a row is free at epoch 0. */
+export interface LeaseRow {
+  partition: number;
+  /** The holder, or null when the partition is free. */
+  monitorId: string | null;
+  epoch: number;
+  /** Store clock, epoch ms; the holder must renew before then. */
+  expiresAt: number;
+}
+
+/** A monitor as a store keeps it. */
+export interface MonitorRow extends MonitorIdentity {
+  startedAt: number;
+  renewedAt: number;
+  expiresAt: number;
+}
+
+/** Thrown by a fenced write whose monitor no longer holds the run's partition at that epoch; nothing was written. */
+export class LeaseLostError extends RunwardenError {
+  constructor(
+    readonly runId: string,
+    readonly partition: number,
+    readonly lease: LeaseToken,
+    readonly heldBy: string | null,
+    readonly heldEpoch: number,
+  ) {
+    const now = heldBy === null ? `free (epoch ${heldEpoch})` : `held by ${heldBy} at epoch ${heldEpoch}`;
+    super(
+      'LEASE_LOST',
+      `Run ${runId}: monitor ${lease.monitorId} wrote with its lease on partition ${partition} at epoch ${lease.epoch}, but that partition is now ${now}. The write was refused: another monitor owns this run now.`,
+    );
+  }
+}
+
+/**
+ * The fence: throws LeaseLostError unless `row` (the run's partition lease, read in the write's own
+ * transaction) is held by the token's monitor at the token's epoch. A write without a token is not fenced.
+ */
+export function checkLease(runId: string, token: LeaseToken | undefined, row: LeaseRow | undefined): void {
+  if (token === undefined) return;
+  validateLeaseToken(token);
+  if (row && row.monitorId === token.monitorId && row.epoch === token.epoch) return;
+  throw new LeaseLostError(runId, partitionOf(runId), token, row?.monitorId ?? null, row?.epoch ?? 0);
+}
+
+function validateLeaseToken(token: unknown): asserts token is LeaseToken {
+  if (typeof token !== 'object' || token === null) {
+    throw invalidLease(`\`lease\` must be an object { monitorId, epoch }; got ${describe(token)}.`);
+  }
+  const { monitorId, epoch } = token as Record<string, unknown>;
+  if (typeof monitorId !== 'string' || monitorId === '') {
+    throw invalidLease(`\`lease.monitorId\` must be a non-empty string; got ${describe(monitorId)}.`);
+  }
+  if (typeof epoch !== 'number' || !Number.isInteger(epoch) || epoch < 0) {
+    throw invalidLease(`\`lease.epoch\` must be a whole number >= 0; got ${describe(epoch)}.`);
+  }
+}
+
+function invalidLease(message: string): RunwardenError {
+  return new RunwardenError('INVALID_LEASE', message);
+}
+
+/**
+ * How many partitions a monitor should hold: PARTITION_COUNT spread evenly over the live monitors, the
+ * remainder going to the first ones in id order (plain string order, the same in every store).
+ */
+export function fairShare(liveMonitorIds: readonly string[], monitorId: string): number {
+  const sorted = [...new Set(liveMonitorIds)].sort(compareIds);
+  const index = sorted.indexOf(monitorId);
+  if (index < 0) return 0;
+  const base = Math.floor(PARTITION_COUNT / sorted.length);
+  return base + (index < PARTITION_COUNT % sorted.length ? 1 : 0);
+}
+
+function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** What one renewal writes: the monitor's row, the dead monitors' rows to delete, the changed lease rows. */
+export interface PlannedRenewal {
+  monitor: MonitorRow;
+  deadMonitorIds: string[];
+  /** Lease rows to write (insert or update), whole. */
+  leases: LeaseRow[];
+  /** What renewLeases resolves: every partition the monitor holds after the renewal, ascending. */
+  held: Lease[];
+}
+
+/**
+ * Decides one renewal against every stored monitor and lease row (read in the same transaction). The
+ * monitor keeps what it holds up to its fair share (its lowest partitions), takes free or expired partitions
+ * (or those of a monitor no longer live) up to that share, each with the epoch plus one, and frees the rest.
+ * A partition it still holds keeps its epoch even if its lease ran out meanwhile: nobody else held it.
+ */
+export function planRenewal(
+  stored: { monitors: readonly MonitorRow[]; leases: readonly LeaseRow[] },
+  monitor: MonitorIdentity,
+  leaseMs: number,
+  now: number,
+): PlannedRenewal {
+  validateMonitor(monitor);
+  if (typeof leaseMs !== 'number' || !Number.isFinite(leaseMs) || leaseMs <= 0) {
+    throw invalidLease(`leaseMs must be a finite number of milliseconds > 0; got ${describe(leaseMs)}.`);
+  }
+  const expiresAt = now + leaseMs;
+  const previous = stored.monitors.find((m) => m.monitorId === monitor.monitorId);
+  const row: MonitorRow = {
+    monitorId: monitor.monitorId,
+    host: monitor.host,
+    pid: monitor.pid,
+    startedAt: previous && previous.expiresAt > now ? previous.startedAt : now,
+    renewedAt: now,
+    expiresAt,
+  };
+  const live = new Set([monitor.monitorId]);
+  const deadMonitorIds: string[] = [];
+  for (const m of stored.monitors) {
+    if (m.monitorId === monitor.monitorId) continue;
+    if (m.expiresAt > now) live.add(m.monitorId);
+    else deadMonitorIds.push(m.monitorId);
+  }
+  const share = fairShare([...live], monitor.monitorId);
+  const rows = allLeaseRows(stored.leases);
+  const mine = rows.filter((r) => r.monitorId === monitor.monitorId);
+  const takeable = rows.filter((r) => r.monitorId === null || r.expiresAt <= now || !live.has(r.monitorId));
+  const changed: LeaseRow[] = [];
+  const held: Lease[] = [];
+  const hold = (r: LeaseRow, epoch: number) => {
+    changed.push({ partition: r.partition, monitorId: monitor.monitorId, epoch, expiresAt });
+    held.push({ partition: r.partition, epoch, expiresAt });
+  };
+  mine.slice(0, share).forEach((r) => hold(r, r.epoch));
+  for (const r of mine.slice(share)) changed.push({ ...r, monitorId: null, expiresAt: 0 });
+  for (const r of takeable) {
+    if (held.length >= share) break;
+    if (r.monitorId !== monitor.monitorId) hold(r, r.epoch + 1);
+  }
+  held.sort((a, b) => a.partition - b.partition);
+  return { monitor: row, deadMonitorIds, leases: changed, held };
+}
+
+/** The lease rows that free every partition `monitorId` holds (a clean stop); epochs are kept. */
+export function planRelease(leases: readonly LeaseRow[], monitorId: string): LeaseRow[] {
+  return leases
+    .filter((r) => r.monitorId === monitorId)
+    .map((r) => ({ ...r, monitorId: null, expiresAt: 0 }));
+}
+
+/** The live monitors as listMonitors shows them, in id order; `activeRunIds` are every non-terminal run. */
+export function describeMonitors(
+  stored: { monitors: readonly MonitorRow[]; leases: readonly LeaseRow[] },
+  activeRunIds: Iterable<string>,
+  now: number,
+): MonitorInfo[] {
+  const live = stored.monitors
+    .filter((m) => m.expiresAt > now)
+    .sort((a, b) => compareIds(a.monitorId, b.monitorId));
+  const holder = new Map<number, string>();
+  for (const r of stored.leases)
+    if (r.monitorId !== null && r.expiresAt > now) holder.set(r.partition, r.monitorId);
+  const runsPerPartition = new Array<number>(PARTITION_COUNT).fill(0);
+  for (const runId of activeRunIds) runsPerPartition[partitionOf(runId)]! += 1;
+  return live.map((m) => {
+    const partitions = [...holder]
+      .filter(([, id]) => id === m.monitorId)
+      .map(([p]) => p)
+      .sort((a, b) => a - b);
+    const runsOwned = partitions.reduce((sum, p) => sum + runsPerPartition[p]!, 0);
+    return { ...m, partitions, runsOwned };
+  });
+}
+
+/** Every partition's row, in partition order; a partition the store has no row for is free at epoch 0. */
+function allLeaseRows(leases: readonly LeaseRow[]): LeaseRow[] {
+  const rows: LeaseRow[] = Array.from({ length: PARTITION_COUNT }, (_, partition) => ({
+    partition,
+    monitorId: null,
+    epoch: 0,
+    expiresAt: 0,
+  }));
+  for (const r of leases) if (r.partition >= 0 && r.partition < PARTITION_COUNT) rows[r.partition] = { ...r };
+  return rows;
+}
+
+function validateMonitor(monitor: unknown): asserts monitor is MonitorIdentity {
+  if (typeof monitor !== 'object' || monitor === null) {
+    throw invalidLease(`A monitor must be an object { monitorId, host, pid }; got ${describe(monitor)}.`);
+  }
+  const { monitorId, host, pid } = monitor as Record<string, unknown>;
+  if (typeof monitorId !== 'string' || monitorId === '') {
+    throw invalidLease(`\`monitorId\` must be a non-empty string; got ${describe(monitorId)}.`);
+  }
+  if (typeof host !== 'string') throw invalidLease(`\`host\` must be a string; got ${describe(host)}.`);
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid < 0) {
+    throw invalidLease(`\`pid\` must be a whole number >= 0; got ${describe(pid)}.`);
   }
 }
 

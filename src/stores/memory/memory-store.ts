@@ -1,7 +1,14 @@
 import { DuplicateRunError, RunNotFoundError } from '../../core/errors.js';
 import {
+  checkLease,
   copyRecord,
   fenceWriter,
+  describeMonitors,
+  type LeaseRow,
+  type MonitorRow,
+  partitionOf,
+  planRelease,
+  planRenewal,
   hasTags,
   type ListenerErrorHandler,
   Listeners,
@@ -16,9 +23,15 @@ import {
   toRunEvent,
   wantedTags,
 } from '../contract.js';
+import { isTerminal } from '../../core/types.js';
 import type {
   CreateRunInput,
   EngineEventInput,
+  FencedWrite,
+  Lease,
+  LeaseToken,
+  MonitorIdentity,
+  MonitorInfo,
   ListRunsFilter,
   RunEvent,
   RunEventType,
@@ -54,6 +67,9 @@ export class MemoryRunStore implements RunStore {
   private readonly events: StoredEvent[] = [];
   private readonly eventsByRun = new Map<string, StoredEvent[]>();
   private lastSeq = 0;
+  /** Several monitors: one row per monitor and per partition that was ever leased. */
+  private readonly monitors = new Map<string, MonitorRow>();
+  private readonly leases = new Map<number, LeaseRow>();
 
   constructor(options: MemoryRunStoreOptions = {}) {
     this.clock = options.clock ?? Date;
@@ -90,7 +106,9 @@ export class MemoryRunStore implements RunStore {
   }
 
   async transition(runId: string, change: TransitionChange): Promise<RunRecord | undefined> {
-    const plan = planTransition(this.mustGet(runId), change, this.clock.now());
+    const current = this.mustGet(runId);
+    this.fence(runId, change.lease);
+    const plan = planTransition(current, change, this.clock.now());
     if (!plan) return undefined;
     this.runs.set(runId, plan.record);
     this.append(runId, plan.event);
@@ -100,6 +118,7 @@ export class MemoryRunStore implements RunStore {
   async appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent> {
     const planned = planEngineEvent(event, this.clock.now());
     fenceWriter(this.mustGet(runId), event.attempt);
+    this.fence(runId, event.lease);
     return toRunEvent(this.append(runId, planned));
   }
 
@@ -110,15 +129,18 @@ export class MemoryRunStore implements RunStore {
     return (types ? events.filter((e) => types.has(e.type)) : events).map(toRunEvent);
   }
 
-  async incrementResumeAttempts(runId: string): Promise<number> {
+  async incrementResumeAttempts(runId: string, options: FencedWrite = {}): Promise<number> {
     const record = this.mustGet(runId);
+    this.fence(runId, options.lease);
     record.resumeAttempts += 1;
     record.updatedAt = this.clock.now();
     return record.resumeAttempts;
   }
 
-  async setTags(runId: string, tags: Record<string, string>): Promise<RunRecord> {
-    const record = planSetTags(this.mustGet(runId), tags, this.clock.now());
+  async setTags(runId: string, tags: Record<string, string>, options: FencedWrite = {}): Promise<RunRecord> {
+    const current = this.mustGet(runId);
+    this.fence(runId, options.lease);
+    const record = planSetTags(current, tags, this.clock.now());
     this.runs.set(runId, record);
     return copyRecord(record);
   }
@@ -145,6 +167,38 @@ export class MemoryRunStore implements RunStore {
 
   async close(): Promise<void> {
     this.listeners.clear();
+  }
+
+  async renewLeases(monitor: MonitorIdentity, leaseMs: number): Promise<Lease[]> {
+    const plan = planRenewal(
+      { monitors: [...this.monitors.values()], leases: [...this.leases.values()] },
+      monitor,
+      leaseMs,
+      this.clock.now(),
+    );
+    for (const id of plan.deadMonitorIds) this.monitors.delete(id);
+    this.monitors.set(plan.monitor.monitorId, plan.monitor);
+    for (const row of plan.leases) this.leases.set(row.partition, row);
+    return plan.held;
+  }
+
+  async releaseLeases(monitorId: string): Promise<void> {
+    for (const row of planRelease([...this.leases.values()], monitorId)) this.leases.set(row.partition, row);
+    this.monitors.delete(monitorId);
+  }
+
+  async listMonitors(): Promise<MonitorInfo[]> {
+    const active = [...this.runs.values()].filter((r) => !isTerminal(r.status)).map((r) => r.runId);
+    return describeMonitors(
+      { monitors: [...this.monitors.values()], leases: [...this.leases.values()] },
+      active,
+      this.clock.now(),
+    );
+  }
+
+  /** The lease check of a monitor's write, before anything is written. */
+  private fence(runId: string, lease: LeaseToken | undefined): void {
+    if (lease !== undefined) checkLease(runId, lease, this.leases.get(partitionOf(runId)));
   }
 
   private mustGet(runId: string): RunRecord {

@@ -2,6 +2,13 @@ import Database from 'better-sqlite3';
 import { DuplicateRunError, RunNotFoundError, RunwardenError } from '../../core/errors.js';
 import {
   fenceWriter,
+  checkLease,
+  describeMonitors,
+  type LeaseRow,
+  type MonitorRow,
+  partitionOf,
+  planRelease,
+  planRenewal,
   type ListenerErrorHandler,
   Listeners,
   pageSize,
@@ -16,8 +23,14 @@ import {
   wantedTags,
 } from '../contract.js';
 import {
+  ACTIVE_STATUSES,
   type CreateRunInput,
   type EngineEventInput,
+  type FencedWrite,
+  type Lease,
+  type LeaseToken,
+  type MonitorIdentity,
+  type MonitorInfo,
   type ListRunsFilter,
   RUN_STATUSES,
   type RunEvent,
@@ -128,6 +141,27 @@ export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = Object.freeze([
       ALTER TABLE runs ADD COLUMN progress_at INTEGER;   -- epoch ms of the latest sign of progress
     `,
   },
+  {
+    version: 3,
+    description: 'monitors and partition leases (several monitors on one store)',
+    up: `
+      CREATE TABLE monitors (
+        monitor_id TEXT PRIMARY KEY NOT NULL,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        renewed_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL      -- live until then unless renewed
+      ) WITHOUT ROWID;
+      -- One row per partition ever leased; a partition without a row is free at epoch 0.
+      CREATE TABLE leases (
+        partition  INTEGER PRIMARY KEY NOT NULL CHECK (partition >= 0 AND partition < 64),
+        monitor_id TEXT,                 -- NULL: free
+        epoch      INTEGER NOT NULL,     -- grows by one whenever the partition changes hands
+        expires_at INTEGER NOT NULL
+      );
+    `,
+  },
 ]);
 
 export const SQLITE_SCHEMA_VERSION: number = SQLITE_MIGRATIONS.at(-1)!.version;
@@ -228,6 +262,26 @@ interface EventRow {
 
 const EVENT_COLUMNS = 'seq, run_id, at, type, message, data';
 
+interface MonitorDbRow {
+  monitor_id: string;
+  host: string;
+  pid: number;
+  started_at: number;
+  renewed_at: number;
+  expires_at: number;
+}
+
+interface LeaseDbRow {
+  partition: number;
+  monitor_id: string | null;
+  epoch: number;
+  expires_at: number;
+}
+
+function toLeaseRow(row: LeaseDbRow): LeaseRow {
+  return { partition: row.partition, monitorId: row.monitor_id, epoch: row.epoch, expiresAt: row.expires_at };
+}
+
 /**
  * A RunStore in one SQLite file (better-sqlite3), shared by the monitor and any number of run-worker processes.
  * WAL mode lets readers run while one writer writes; every write is a short BEGIN IMMEDIATE transaction, so
@@ -319,6 +373,7 @@ export class SqliteRunStore implements RunStore {
       this.write(() => {
         const row = this.sql.getRun.get(runId) as RunRow | undefined;
         if (!row) throw new RunNotFoundError(runId);
+        this.fence(runId, change.lease);
         const plan = planTransition(toRecord(row), change, this.clock.now());
         if (!plan) return { result: undefined, events: [] };
         const { record } = plan;
@@ -343,6 +398,7 @@ export class SqliteRunStore implements RunStore {
       const planned = planEngineEvent(event, this.clock.now());
       return this.write(() => {
         this.fenceEventWriter(runId, event.attempt);
+        this.fence(runId, event.lease);
         const row = this.insertEvent(runId, planned);
         return { result: toEvent(row), events: [row] };
       });
@@ -365,9 +421,11 @@ export class SqliteRunStore implements RunStore {
     );
   }
 
-  async incrementResumeAttempts(runId: string): Promise<number> {
+  async incrementResumeAttempts(runId: string, options: FencedWrite = {}): Promise<number> {
     return this.guard(() =>
       this.write(() => {
+        if (options.lease !== undefined && !this.sql.runExists.get(runId)) throw new RunNotFoundError(runId);
+        this.fence(runId, options.lease);
         const row = this.sql.incrementResumeAttempts.get(this.clock.now(), runId) as
           { resume_attempts: number } | undefined;
         if (!row) throw new RunNotFoundError(runId);
@@ -376,11 +434,12 @@ export class SqliteRunStore implements RunStore {
     );
   }
 
-  async setTags(runId: string, tags: Record<string, string>): Promise<RunRecord> {
+  async setTags(runId: string, tags: Record<string, string>, options: FencedWrite = {}): Promise<RunRecord> {
     return this.guard(() =>
       this.write(() => {
         const row = this.sql.getRun.get(runId) as RunRow | undefined;
         if (!row) throw new RunNotFoundError(runId);
+        this.fence(runId, options.lease);
         const record = planSetTags(toRecord(row), tags, this.clock.now());
         this.sql.updateTags.run(JSON.stringify(record.tags), record.updatedAt, runId);
         return { result: record, events: [] };
@@ -446,6 +505,65 @@ export class SqliteRunStore implements RunStore {
     const row = this.sql.getRun.get(runId) as RunRow | undefined;
     if (!row) throw new RunNotFoundError(runId);
     fenceWriter(toRecord(row), attempt);
+  }
+
+  async renewLeases(monitor: MonitorIdentity, leaseMs: number): Promise<Lease[]> {
+    return this.guard(() =>
+      this.write(() => {
+        const plan = planRenewal(this.readLeaseState(), monitor, leaseMs, this.clock.now());
+        for (const id of plan.deadMonitorIds) this.sql.deleteMonitor.run(id);
+        const m = plan.monitor;
+        this.sql.upsertMonitor.run(m.monitorId, m.host, m.pid, m.startedAt, m.renewedAt, m.expiresAt);
+        for (const r of plan.leases) this.sql.upsertLease.run(r.partition, r.monitorId, r.epoch, r.expiresAt);
+        return { result: plan.held, events: [] };
+      }),
+    );
+  }
+
+  async releaseLeases(monitorId: string): Promise<void> {
+    return this.guard(() =>
+      this.write(() => {
+        for (const r of planRelease(this.readLeaseState().leases, monitorId)) {
+          this.sql.upsertLease.run(r.partition, r.monitorId, r.epoch, r.expiresAt);
+        }
+        this.sql.deleteMonitor.run(monitorId);
+        return { result: undefined, events: [] };
+      }),
+    );
+  }
+
+  async listMonitors(): Promise<MonitorInfo[]> {
+    return this.guard(() =>
+      // One read transaction: the monitors, their leases and the runs they own are one snapshot.
+      this.db.transaction(() => {
+        const active = this.sql.activeRunIds.all(JSON.stringify(ACTIVE_STATUSES)) as { run_id: string }[];
+        return describeMonitors(
+          this.readLeaseState(),
+          active.map((r) => r.run_id),
+          this.clock.now(),
+        );
+      })(),
+    );
+  }
+
+  private readLeaseState(): { monitors: MonitorRow[]; leases: LeaseRow[] } {
+    const monitors = (this.sql.allMonitors.all() as MonitorDbRow[]).map((r) => ({
+      monitorId: r.monitor_id,
+      host: r.host,
+      pid: r.pid,
+      startedAt: r.started_at,
+      renewedAt: r.renewed_at,
+      expiresAt: r.expires_at,
+    }));
+    const leases = (this.sql.allLeases.all() as LeaseDbRow[]).map(toLeaseRow);
+    return { monitors, leases };
+  }
+
+  /** The lease check of a monitor's write, inside the write's transaction, before anything is written. */
+  private fence(runId: string, lease: LeaseToken | undefined): void {
+    if (lease === undefined) return;
+    const row = this.sql.getLease.get(partitionOf(runId)) as LeaseDbRow | undefined;
+    checkLease(runId, lease, row && toLeaseRow(row));
   }
 
   private insertEvent(runId: string, event: PlannedEvent): EventRow {
@@ -544,6 +662,24 @@ function prepareStatements(db: Database.Database) {
     // before seq n: following the tail by "seq > last seen" cannot skip an event.
     eventsAfter: db.prepare(`SELECT ${EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?`),
     latestSeq: db.prepare('SELECT MAX(seq) AS seq FROM events'),
+    // Several monitors (migration 3).
+    allMonitors: db.prepare(
+      'SELECT monitor_id, host, pid, started_at, renewed_at, expires_at FROM monitors ORDER BY monitor_id',
+    ),
+    upsertMonitor: db.prepare(
+      `INSERT INTO monitors (monitor_id, host, pid, started_at, renewed_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (monitor_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+         started_at = excluded.started_at, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at`,
+    ),
+    deleteMonitor: db.prepare('DELETE FROM monitors WHERE monitor_id = ?'),
+    allLeases: db.prepare('SELECT partition, monitor_id, epoch, expires_at FROM leases ORDER BY partition'),
+    getLease: db.prepare('SELECT partition, monitor_id, epoch, expires_at FROM leases WHERE partition = ?'),
+    upsertLease: db.prepare(
+      `INSERT INTO leases (partition, monitor_id, epoch, expires_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (partition) DO UPDATE SET monitor_id = excluded.monitor_id, epoch = excluded.epoch,
+         expires_at = excluded.expires_at`,
+    ),
+    activeRunIds: db.prepare('SELECT run_id FROM runs WHERE status IN (SELECT value FROM json_each(?))'),
   };
 }
 
