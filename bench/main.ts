@@ -2,7 +2,7 @@
 // Runs every measurement of issue 4 in its own fresh Node process (node --expose-gc), beside its baselines,
 // and prints a table (or, with --json, one JSON object on stdout). Progress goes to stderr.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,9 @@ const { values: args } = parseArgs({
     'long-reps': { type: 'string', default: '1' },
     'stop-max': { type: 'string', default: '10000' },
     scenarios: { type: 'string', default: 'track,lateness,health,restore' },
+    only: { type: 'string' },
+    out: { type: 'string' },
+    compare: { type: 'string' },
     'naive-max': { type: 'string', default: '2000' },
     'window-ms': { type: 'string', default: '10000' },
     'dagster-interval-ms': { type: 'string', default: '1000' },
@@ -32,12 +35,15 @@ const { values: args } = parseArgs({
 
 if (args.help) {
   process.stdout.write(`npm run bench -- [options]
-  --sizes 1000,10000,100000   run counts to measure
+  --sizes 1000,10000,100000   run counts to measure (10k and 100k work too)
   --json                      print one JSON object instead of the table
   --reps 3                    repetitions of track and restore (medians are reported)
   --long-reps 1               repetitions of lateness and health, whose one run yields a distribution
   --stop-max 10000            largest N at which track also times stop() (quadratic in XState; 60 s at 100k)
   --scenarios track,lateness,health,restore
+  --only start,restore        a subset of scenarios; also accepts start (= track), deadline (= lateness)
+  --out FILE                  also write the JSON report to FILE (what --compare and --from read)
+  --compare SAVED.json        print each figure's change against a report saved with --json / --out
   --naive-max 2000            largest N for the naive XState baseline (quadratic: 8,000 runs take 23 s)
   --window-ms 10000           lateness window
   --dagster-interval-ms 1000  the Dagster-style loop's interval (Dagster's default is 120 s)
@@ -53,14 +59,40 @@ if (args.help) {
   process.exit(0);
 }
 
-const sizes = String(args.sizes)
-  .split(',')
-  .map((s) => Number(s.trim()))
-  .filter((n) => Number.isInteger(n) && n > 0);
+/** `10000`, `10k` or `1m`; anything else stops the bench naming the bad size. */
+function parseSize(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)([km]?)$/i.exec(text.trim());
+  const n = match ? Number(match[1]) * ({ k: 1e3, m: 1e6 }[match[2]?.toLowerCase() ?? ''] ?? 1) : NaN;
+  if (!Number.isInteger(n) || n <= 0) {
+    process.stderr.write(`--sizes: expected run counts like 10000 or 10k, got ${JSON.stringify(text)}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const SCENARIO_ALIASES: Record<string, string> = { start: 'track', deadline: 'lateness', poll: 'health' };
+const SCENARIOS = ['track', 'lateness', 'health', 'restore'];
+
+function scenarioName(text: string): string {
+  const name = SCENARIO_ALIASES[text.trim()] ?? text.trim();
+  if (!SCENARIOS.includes(name)) {
+    process.stderr.write(
+      `--only/--scenarios: unknown scenario ${JSON.stringify(text)}; expected ${[...SCENARIOS, ...Object.keys(SCENARIO_ALIASES)].join(', ')}\n`,
+    );
+    process.exit(2);
+  }
+  return name;
+}
+
+const sizes = String(args.sizes).split(',').map(parseSize);
 const reps = Number(args.reps);
 const longReps = Number(args['long-reps']);
 const stopMax = Number(args['stop-max']);
-const scenarios = new Set(String(args.scenarios).split(','));
+const scenarios = new Set(
+  String(args.only ?? args.scenarios)
+    .split(',')
+    .map(scenarioName),
+);
 const naiveMax = Number(args['naive-max']);
 const windowMs = Number(args['window-ms']);
 const metricsMode = String(args.metrics);
@@ -221,9 +253,10 @@ async function compareMetrics(): Promise<void> {
 
 async function main() {
   if (metricsMode === 'compare') return compareMetrics();
+  // Read before measuring, so a bad --compare file fails in a second, not after the bench.
+  const baseline = args.compare ? readReport(args.compare) : undefined;
   if (args.from) {
-    const saved = JSON.parse(readFileSync(args.from, 'utf8')) as ReturnType<typeof buildReport>;
-    process.stdout.write(args.json ? `${JSON.stringify(saved)}\n` : render(saved));
+    emit(readReport(args.from), baseline);
     return;
   }
   const all: Record<number, Results> = {};
@@ -267,11 +300,97 @@ async function main() {
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  const report = buildReport(all);
-  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : render(report));
+  emit(buildReport(all), baseline);
 }
 
-function render(report: ReturnType<typeof buildReport>): string {
+type Report = ReturnType<typeof buildReport>;
+
+function readReport(path: string): Report {
+  let report: Report;
+  try {
+    report = JSON.parse(readFileSync(path, 'utf8')) as Report;
+  } catch (error) {
+    process.stderr.write(`cannot read the saved report ${path}: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  if (!report || typeof report.tables !== 'object') {
+    process.stderr.write(`${path} is not a report saved with --json or --out (it has no "tables")\n`);
+    process.exit(2);
+  }
+  return report;
+}
+
+/** Prints the report (JSON or tables), writes it to --out, then the comparison with a saved one. */
+function emit(report: Report, baseline: Report | undefined): void {
+  if (args.out) writeFileSync(args.out, `${JSON.stringify(report)}\n`);
+  if (args.json && baseline) {
+    process.stdout.write(`${JSON.stringify({ ...report, comparison: compareReports(report, baseline) })}\n`);
+    return;
+  }
+  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : render(report));
+  if (baseline) process.stdout.write(renderComparison(compareReports(report, baseline)));
+}
+
+interface Change {
+  n: number;
+  metric: string;
+  variant: string;
+  before: number;
+  after: number;
+  /** after / before − 1 */
+  change: number;
+}
+
+const COMPARED: (keyof Row & Variant)[] = ['runwarden', 'xstate', 'floor'];
+
+/** Every figure present in both reports, with its relative change; ratios to the XState floor too. */
+function compareReports(report: Report, baseline: Report): Change[] {
+  const changes: Change[] = [];
+  for (const [size, rows] of Object.entries(report.tables)) {
+    const saved = baseline.tables[size] ?? [];
+    for (const row of rows) {
+      const old = saved.find((r) => r.metric === row.metric);
+      if (!old) continue;
+      const add = (variant: string, after?: number, before?: number) => {
+        if (after === undefined || before === undefined || before === 0) return;
+        changes.push({
+          n: Number(size),
+          metric: row.metric,
+          variant,
+          before,
+          after,
+          change: after / before - 1,
+        });
+      };
+      for (const variant of COMPARED) add(variant, row[variant], old[variant]);
+      const ratio = (r: Row) => (r.runwarden !== undefined && r.xstate ? r.runwarden / r.xstate : undefined);
+      add('runwarden/xstate', ratio(row), ratio(old));
+    }
+  }
+  return changes;
+}
+
+function renderComparison(changes: Change[]): string {
+  if (changes.length === 0) return '\nNo figure in common with the saved report.\n';
+  const lines = [
+    '',
+    `Change against ${args.compare} (after / before − 1; negative is better for every figure):`,
+  ];
+  let n = -1;
+  for (const c of changes) {
+    if (c.n !== n) {
+      n = c.n;
+      lines.push(`N = ${n.toLocaleString('en-US')}`);
+    }
+    const pct = `${c.change >= 0 ? '+' : ''}${(100 * c.change).toFixed(1)} %`;
+    lines.push(
+      `  ${`${c.metric} [${c.variant}]`.padEnd(62)} ${round(c.before).toString().padStart(9)} → ${round(c.after).toString().padStart(9)}  ${pct.padStart(9)}`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function render(report: Report): string {
   return args.markdown ? renderMarkdown(report) : renderTable(report);
 }
 
@@ -428,7 +547,7 @@ function buildReport(all: Record<number, Results>) {
   };
 }
 
-function renderTable(report: ReturnType<typeof buildReport>): string {
+function renderTable(report: Report): string {
   const f = (v?: number) => (v === undefined ? '–' : v >= 100 ? String(Math.round(v)) : v.toFixed(1));
   const ratio = (v?: number, floor?: number) =>
     v === undefined || !floor ? '–' : `${(v / floor).toFixed(v / floor >= 10 ? 0 : 1)}×`;
@@ -487,7 +606,7 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
   return `${lines.join('\n')}\n`;
 }
 
-function renderMarkdown(report: ReturnType<typeof buildReport>): string {
+function renderMarkdown(report: Report): string {
   const f = (v?: number) =>
     v === undefined ? '–' : v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
   const ratio = (v?: number, floor?: number) =>
