@@ -16,8 +16,10 @@ const { values: args } = parseArgs({
     reps: { type: 'string', default: '3' },
     'long-reps': { type: 'string', default: '1' },
     'stop-max': { type: 'string', default: '10000' },
-    scenarios: { type: 'string', default: 'track,lateness,health,restore' },
+    scenarios: { type: 'string', default: 'track,lateness,health,restore,heartbeat' },
     only: { type: 'string' },
+    'heartbeat-runs': { type: 'string', default: '10000' },
+    'heartbeat-window-ms': { type: 'string', default: '40000' },
     out: { type: 'string' },
     compare: { type: 'string' },
     'naive-max': { type: 'string', default: '2000' },
@@ -40,7 +42,9 @@ if (args.help) {
   --reps 3                    repetitions of track and restore (medians are reported)
   --long-reps 1               repetitions of lateness and health, whose one run yields a distribution
   --stop-max 10000            largest N at which track also times stop() (quadratic in XState; 60 s at 100k)
-  --scenarios track,lateness,health,restore
+  --scenarios track,lateness,health,restore,heartbeat
+  --heartbeat-runs 10000      runs in the heartbeat scenario (measured once, shown in that size's table)
+  --heartbeat-window-ms 40000 the window over which the heartbeat scenario takes the monitor's CPU
   --only start,restore        a subset of scenarios; also accepts start (= track), deadline (= lateness)
   --out FILE                  also write the JSON report to FILE (what --compare and --from read)
   --compare SAVED.json        print each figure's change against a report saved with --json / --out
@@ -71,7 +75,7 @@ function parseSize(text: string): number {
 }
 
 const SCENARIO_ALIASES: Record<string, string> = { start: 'track', deadline: 'lateness', poll: 'health' };
-const SCENARIOS = ['track', 'lateness', 'health', 'restore'];
+const SCENARIOS = ['track', 'lateness', 'health', 'restore', 'heartbeat'];
 
 function scenarioName(text: string): string {
   const name = SCENARIO_ALIASES[text.trim()] ?? text.trim();
@@ -251,6 +255,32 @@ async function compareMetrics(): Promise<void> {
   );
 }
 
+const heartbeatRuns = parseSize(String(args['heartbeat-runs']));
+
+/**
+ * The heartbeat scenario (bench/scenarios/heartbeat.ts): the monitor's CPU with no heartbeats and with
+ * every run heartbeating, in alternating fresh processes so load drift hits both alike, then the store
+ * flooded with heartbeats.
+ */
+async function heartbeatArms(results: Results): Promise<void> {
+  log(`heartbeat: ${heartbeatRuns} runs`);
+  const options = JSON.stringify({ windowMs: Number(args['heartbeat-window-ms']) });
+  const samples: Record<string, Sample[]> = { none: [], paced: [], flood: [] };
+  for (let r = 0; r < reps; r++) {
+    for (const arm of ['none', 'paced'] as const) {
+      const label = `heartbeat ${arm} N=${heartbeatRuns} #${r + 1}`;
+      samples[arm]?.push(await measure(label, ['heartbeat', arm, String(heartbeatRuns), options], true));
+    }
+  }
+  for (let r = 0; r < reps; r++) {
+    const label = `heartbeat flood N=${heartbeatRuns} #${r + 1}`;
+    samples.flood?.push(await measure(label, ['heartbeat', 'flood', String(heartbeatRuns), '{}'], true));
+  }
+  for (const [arm, list] of Object.entries(samples)) {
+    results[`heartbeat-${arm}`] = { runwarden: { median: medianOf(list), samples: list } };
+  }
+}
+
 async function main() {
   if (metricsMode === 'compare') return compareMetrics();
   // Read before measuring, so a bad --compare file fails in a second, not after the bench.
@@ -297,6 +327,7 @@ async function main() {
         for (const v of withXState) await repeat(results, 'restore', v, n, reps, [file]);
       }
     }
+    if (scenarios.has('heartbeat')) await heartbeatArms((all[heartbeatRuns] ??= {}));
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
@@ -465,7 +496,58 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     path: 'restoreMs',
     target: TARGETS_AT_100K.restoreMs,
   },
+  {
+    metric: 'heartbeat: monitor CPU, no run heartbeating',
+    unit: 'ms/s',
+    scenario: 'heartbeat-none',
+    path: 'cpuMsPerSecond',
+  },
+  {
+    metric: 'heartbeat: monitor CPU, every run heartbeating',
+    unit: 'ms/s',
+    scenario: 'heartbeat-paced',
+    path: 'cpuMsPerSecond',
+  },
+  {
+    metric: 'heartbeat: heartbeats stored, paced',
+    unit: '/s',
+    scenario: 'heartbeat-paced',
+    path: 'heartbeatsPerSecond',
+  },
+  {
+    metric: 'heartbeat: liveness timers re-armed',
+    unit: 'count',
+    scenario: 'heartbeat-paced',
+    path: 'livenessArms',
+  },
+  {
+    metric: 'heartbeat: heartbeats the SQLite store sustains',
+    unit: '/s',
+    scenario: 'heartbeat-flood',
+    path: 'heartbeatsPerSecond',
+  },
+  {
+    metric: 'heartbeat: monitor CPU during that flood',
+    unit: 'ms/s',
+    scenario: 'heartbeat-flood',
+    path: 'cpuMsPerSecond',
+  },
 ];
+
+/** Heartbeating / none: issue 11's target is within 10 %. */
+const HEARTBEAT_CPU_TARGET = 1.1;
+
+function heartbeatRatio(results: Results): Row | undefined {
+  const none = pick(results, 'heartbeat-none', 'runwarden', 'cpuMsPerSecond');
+  const paced = pick(results, 'heartbeat-paced', 'runwarden', 'cpuMsPerSecond');
+  if (none === undefined || paced === undefined) return undefined;
+  return {
+    metric: 'heartbeat: monitor CPU, heartbeating / none',
+    unit: '×',
+    runwarden: paced / none,
+    target: HEARTBEAT_CPU_TARGET,
+  };
+}
 
 function buildReport(all: Record<number, Results>) {
   const tables: Record<string, Row[]> = {};
@@ -480,6 +562,13 @@ function buildReport(all: Record<number, Results>) {
       dagster: pick(results, r.scenario, 'dagster', r.path),
       target: Number(n) === 100_000 ? r.target : undefined,
     }));
+    const ratio = heartbeatRatio(results);
+    if (ratio)
+      tables[n]?.splice(
+        tables[n].findIndex((r) => r.metric.startsWith('heartbeat: heartbeats')),
+        0,
+        ratio,
+      );
   }
   // Growth between consecutive sizes: cost ∝ N^k; N log N between 10k and 100k is k ≈ 1.10.
   const growth: Record<string, Record<string, number | undefined>> = {};
@@ -560,6 +649,7 @@ function renderTable(report: Report): string {
     `medians of ${report.settings.reps} runs (lateness and health: ${report.settings.longReps}); ratios are to the floor (a Map of setTimeout handles) and to the XState floor (a minimal actor per run)\n`,
   );
   for (const [n, rows] of Object.entries(report.tables)) {
+    if (rows.length === 0) continue;
     lines.push(`N = ${Number(n).toLocaleString('en-US')}`);
     const header = [
       'metric',
@@ -598,6 +688,7 @@ function renderTable(report: Report): string {
     const parts = Object.entries(g)
       .filter(([k, v]) => k !== 'nLogN' && v !== undefined)
       .map(([k, v]) => `${k} ${(v as number).toFixed(2)}`);
+    if (parts.length === 0) continue;
     lines.push(
       `growth exponent N ${range} (N log N = ${(g.nLogN as number).toFixed(2)}): ${parts.join(', ')}`,
     );
@@ -613,6 +704,7 @@ function renderMarkdown(report: Report): string {
     v === undefined || !floor ? '' : ` (${(v / floor).toFixed(v / floor >= 10 ? 0 : 1)}×)`;
   const lines: string[] = [];
   for (const [n, rows] of Object.entries(report.tables)) {
+    if (rows.length === 0) continue;
     lines.push(`**N = ${Number(n).toLocaleString('en-US')}**`, '');
     lines.push(
       '| metric | Runwarden (×floor) | floor | XState floor (×floor) | naive XState (×floor) | Dagster-style loop | target at 100k |',
