@@ -2,7 +2,7 @@
 // Runs every measurement of issue 4 in its own fresh Node process (node --expose-gc), beside its baselines,
 // and prints a table (or, with --json, one JSON object on stdout). Progress goes to stderr.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,8 +15,14 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     reps: { type: 'string', default: '3' },
     'long-reps': { type: 'string', default: '1' },
+    'health-reps': { type: 'string' },
     'stop-max': { type: 'string', default: '10000' },
-    scenarios: { type: 'string', default: 'track,lateness,health,restore' },
+    scenarios: { type: 'string', default: 'track,lateness,health,restore,heartbeat' },
+    only: { type: 'string' },
+    'heartbeat-runs': { type: 'string', default: '10000' },
+    'heartbeat-window-ms': { type: 'string', default: '40000' },
+    out: { type: 'string' },
+    compare: { type: 'string' },
     'naive-max': { type: 'string', default: '2000' },
     'window-ms': { type: 'string', default: '10000' },
     'dagster-interval-ms': { type: 'string', default: '1000' },
@@ -32,12 +38,19 @@ const { values: args } = parseArgs({
 
 if (args.help) {
   process.stdout.write(`npm run bench -- [options]
-  --sizes 1000,10000,100000   run counts to measure
+  --sizes 1000,10000,100000   run counts to measure (10k and 100k work too)
   --json                      print one JSON object instead of the table
   --reps 3                    repetitions of track and restore (medians are reported)
   --long-reps 1               repetitions of lateness and health, whose one run yields a distribution
+  --health-reps 10            repetitions of health alone (default: --long-reps); each run's max timer
+                              lateness is listed, and how many stayed under 100 ms
   --stop-max 10000            largest N at which track also times stop() (quadratic in XState; 60 s at 100k)
-  --scenarios track,lateness,health,restore
+  --scenarios track,lateness,health,restore,heartbeat
+  --heartbeat-runs 10000      runs in the heartbeat scenario (measured once, shown in that size's table)
+  --heartbeat-window-ms 40000 the window over which the heartbeat scenario takes the monitor's CPU
+  --only start,restore        a subset of scenarios; also accepts start (= track), deadline (= lateness)
+  --out FILE                  also write the JSON report to FILE (what --compare and --from read)
+  --compare SAVED.json        print each figure's change against a report saved with --json / --out
   --naive-max 2000            largest N for the naive XState baseline (quadratic: 8,000 runs take 23 s)
   --window-ms 10000           lateness window
   --dagster-interval-ms 1000  the Dagster-style loop's interval (Dagster's default is 120 s)
@@ -53,14 +66,41 @@ if (args.help) {
   process.exit(0);
 }
 
-const sizes = String(args.sizes)
-  .split(',')
-  .map((s) => Number(s.trim()))
-  .filter((n) => Number.isInteger(n) && n > 0);
+/** `10000`, `10k` or `1m`; anything else stops the bench naming the bad size. */
+function parseSize(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)([km]?)$/i.exec(text.trim());
+  const n = match ? Number(match[1]) * ({ k: 1e3, m: 1e6 }[match[2]?.toLowerCase() ?? ''] ?? 1) : NaN;
+  if (!Number.isInteger(n) || n <= 0) {
+    process.stderr.write(`--sizes: expected run counts like 10000 or 10k, got ${JSON.stringify(text)}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const SCENARIO_ALIASES: Record<string, string> = { start: 'track', deadline: 'lateness', poll: 'health' };
+const SCENARIOS = ['track', 'lateness', 'health', 'restore', 'heartbeat'];
+
+function scenarioName(text: string): string {
+  const name = SCENARIO_ALIASES[text.trim()] ?? text.trim();
+  if (!SCENARIOS.includes(name)) {
+    process.stderr.write(
+      `--only/--scenarios: unknown scenario ${JSON.stringify(text)}; expected ${[...SCENARIOS, ...Object.keys(SCENARIO_ALIASES)].join(', ')}\n`,
+    );
+    process.exit(2);
+  }
+  return name;
+}
+
+const sizes = String(args.sizes).split(',').map(parseSize);
 const reps = Number(args.reps);
 const longReps = Number(args['long-reps']);
+const healthReps = Number(args['health-reps'] ?? longReps);
 const stopMax = Number(args['stop-max']);
-const scenarios = new Set(String(args.scenarios).split(','));
+const scenarios = new Set(
+  String(args.only ?? args.scenarios)
+    .split(',')
+    .map(scenarioName),
+);
 const naiveMax = Number(args['naive-max']);
 const windowMs = Number(args['window-ms']);
 const metricsMode = String(args.metrics);
@@ -219,11 +259,38 @@ async function compareMetrics(): Promise<void> {
   );
 }
 
+const heartbeatRuns = parseSize(String(args['heartbeat-runs']));
+
+/**
+ * The heartbeat scenario (bench/scenarios/heartbeat.ts): the monitor's CPU with no heartbeats and with
+ * every run heartbeating, in alternating fresh processes so load drift hits both alike, then the store
+ * flooded with heartbeats.
+ */
+async function heartbeatArms(results: Results): Promise<void> {
+  log(`heartbeat: ${heartbeatRuns} runs`);
+  const options = JSON.stringify({ windowMs: Number(args['heartbeat-window-ms']) });
+  const samples: Record<string, Sample[]> = { none: [], paced: [], flood: [] };
+  for (let r = 0; r < reps; r++) {
+    for (const arm of ['none', 'paced'] as const) {
+      const label = `heartbeat ${arm} N=${heartbeatRuns} #${r + 1}`;
+      samples[arm]?.push(await measure(label, ['heartbeat', arm, String(heartbeatRuns), options], true));
+    }
+  }
+  for (let r = 0; r < reps; r++) {
+    const label = `heartbeat flood N=${heartbeatRuns} #${r + 1}`;
+    samples.flood?.push(await measure(label, ['heartbeat', 'flood', String(heartbeatRuns), '{}'], true));
+  }
+  for (const [arm, list] of Object.entries(samples)) {
+    results[`heartbeat-${arm}`] = { runwarden: { median: medianOf(list), samples: list } };
+  }
+}
+
 async function main() {
   if (metricsMode === 'compare') return compareMetrics();
+  // Read before measuring, so a bad --compare file fails in a second, not after the bench.
+  const baseline = args.compare ? readReport(args.compare) : undefined;
   if (args.from) {
-    const saved = JSON.parse(readFileSync(args.from, 'utf8')) as ReturnType<typeof buildReport>;
-    process.stdout.write(args.json ? `${JSON.stringify(saved)}\n` : render(saved));
+    emit(readReport(args.from), baseline);
     return;
   }
   const all: Record<number, Results> = {};
@@ -256,7 +323,9 @@ async function main() {
           concurrency: Number(args.concurrency),
           checkMs: Number(args['check-ms']),
         });
-        for (const v of variants) await repeat(results, 'health', v, n, longReps, [options]);
+        for (const v of variants) {
+          await repeat(results, 'health', v, n, v === 'runwarden' ? healthReps : longReps, [options]);
+        }
       }
       if (scenarios.has('restore')) {
         const file = join(tmp, `restore-${n}.db`);
@@ -264,14 +333,101 @@ async function main() {
         for (const v of withXState) await repeat(results, 'restore', v, n, reps, [file]);
       }
     }
+    if (scenarios.has('heartbeat')) await heartbeatArms((all[heartbeatRuns] ??= {}));
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  const report = buildReport(all);
-  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : render(report));
+  emit(buildReport(all), baseline);
 }
 
-function render(report: ReturnType<typeof buildReport>): string {
+type Report = ReturnType<typeof buildReport>;
+
+function readReport(path: string): Report {
+  let report: Report;
+  try {
+    report = JSON.parse(readFileSync(path, 'utf8')) as Report;
+  } catch (error) {
+    process.stderr.write(`cannot read the saved report ${path}: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  if (!report || typeof report.tables !== 'object') {
+    process.stderr.write(`${path} is not a report saved with --json or --out (it has no "tables")\n`);
+    process.exit(2);
+  }
+  return report;
+}
+
+/** Prints the report (JSON or tables), writes it to --out, then the comparison with a saved one. */
+function emit(report: Report, baseline: Report | undefined): void {
+  if (args.out) writeFileSync(args.out, `${JSON.stringify(report)}\n`);
+  if (args.json && baseline) {
+    process.stdout.write(`${JSON.stringify({ ...report, comparison: compareReports(report, baseline) })}\n`);
+    return;
+  }
+  process.stdout.write(args.json ? `${JSON.stringify(report)}\n` : render(report));
+  if (baseline) process.stdout.write(renderComparison(compareReports(report, baseline)));
+}
+
+interface Change {
+  n: number;
+  metric: string;
+  variant: string;
+  before: number;
+  after: number;
+  /** after / before − 1 */
+  change: number;
+}
+
+const COMPARED: (keyof Row & Variant)[] = ['runwarden', 'xstate', 'floor'];
+
+/** Every figure present in both reports, with its relative change; ratios to the XState floor too. */
+function compareReports(report: Report, baseline: Report): Change[] {
+  const changes: Change[] = [];
+  for (const [size, rows] of Object.entries(report.tables)) {
+    const saved = baseline.tables[size] ?? [];
+    for (const row of rows) {
+      const old = saved.find((r) => r.metric === row.metric);
+      if (!old) continue;
+      const add = (variant: string, after?: number, before?: number) => {
+        if (after === undefined || before === undefined || before === 0) return;
+        changes.push({
+          n: Number(size),
+          metric: row.metric,
+          variant,
+          before,
+          after,
+          change: after / before - 1,
+        });
+      };
+      for (const variant of COMPARED) add(variant, row[variant], old[variant]);
+      const ratio = (r: Row) => (r.runwarden !== undefined && r.xstate ? r.runwarden / r.xstate : undefined);
+      add('runwarden/xstate', ratio(row), ratio(old));
+    }
+  }
+  return changes;
+}
+
+function renderComparison(changes: Change[]): string {
+  if (changes.length === 0) return '\nNo figure in common with the saved report.\n';
+  const lines = [
+    '',
+    `Change against ${args.compare} (after / before − 1; negative is better for every figure):`,
+  ];
+  let n = -1;
+  for (const c of changes) {
+    if (c.n !== n) {
+      n = c.n;
+      lines.push(`N = ${n.toLocaleString('en-US')}`);
+    }
+    const pct = `${c.change >= 0 ? '+' : ''}${(100 * c.change).toFixed(1)} %`;
+    lines.push(
+      `  ${`${c.metric} [${c.variant}]`.padEnd(62)} ${round(c.before).toString().padStart(9)} → ${round(c.after).toString().padStart(9)}  ${pct.padStart(9)}`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function render(report: Report): string {
   return args.markdown ? renderMarkdown(report) : renderTable(report);
 }
 
@@ -346,7 +502,58 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     path: 'restoreMs',
     target: TARGETS_AT_100K.restoreMs,
   },
+  {
+    metric: 'heartbeat: monitor CPU, no run heartbeating',
+    unit: 'ms/s',
+    scenario: 'heartbeat-none',
+    path: 'cpuMsPerSecond',
+  },
+  {
+    metric: 'heartbeat: monitor CPU, every run heartbeating',
+    unit: 'ms/s',
+    scenario: 'heartbeat-paced',
+    path: 'cpuMsPerSecond',
+  },
+  {
+    metric: 'heartbeat: heartbeats stored, paced',
+    unit: '/s',
+    scenario: 'heartbeat-paced',
+    path: 'heartbeatsPerSecond',
+  },
+  {
+    metric: 'heartbeat: liveness timers re-armed',
+    unit: 'count',
+    scenario: 'heartbeat-paced',
+    path: 'livenessArms',
+  },
+  {
+    metric: 'heartbeat: heartbeats the SQLite store sustains',
+    unit: '/s',
+    scenario: 'heartbeat-flood',
+    path: 'heartbeatsPerSecond',
+  },
+  {
+    metric: 'heartbeat: monitor CPU during that flood',
+    unit: 'ms/s',
+    scenario: 'heartbeat-flood',
+    path: 'cpuMsPerSecond',
+  },
 ];
+
+/** Heartbeating / none: issue 11's target is within 10 %. */
+const HEARTBEAT_CPU_TARGET = 1.1;
+
+function heartbeatRatio(results: Results): Row | undefined {
+  const none = pick(results, 'heartbeat-none', 'runwarden', 'cpuMsPerSecond');
+  const paced = pick(results, 'heartbeat-paced', 'runwarden', 'cpuMsPerSecond');
+  if (none === undefined || paced === undefined) return undefined;
+  return {
+    metric: 'heartbeat: monitor CPU, heartbeating / none',
+    unit: '×',
+    runwarden: paced / none,
+    target: HEARTBEAT_CPU_TARGET,
+  };
+}
 
 function buildReport(all: Record<number, Results>) {
   const tables: Record<string, Row[]> = {};
@@ -361,6 +568,13 @@ function buildReport(all: Record<number, Results>) {
       dagster: pick(results, r.scenario, 'dagster', r.path),
       target: Number(n) === 100_000 ? r.target : undefined,
     }));
+    const ratio = heartbeatRatio(results);
+    if (ratio)
+      tables[n]?.splice(
+        tables[n].findIndex((r) => r.metric.startsWith('heartbeat: heartbeats')),
+        0,
+        ratio,
+      );
   }
   // Growth between consecutive sizes: cost ∝ N^k; N log N between 10k and 100k is k ≈ 1.10.
   const growth: Record<string, Record<string, number | undefined>> = {};
@@ -413,6 +627,7 @@ function buildReport(all: Record<number, Results>) {
       sizes,
       reps,
       longReps,
+      healthReps,
       stopMax,
       naiveMax,
       windowMs,
@@ -428,7 +643,16 @@ function buildReport(all: Record<number, Results>) {
   };
 }
 
-function renderTable(report: ReturnType<typeof buildReport>): string {
+/** The health scenario's max timer lateness in each of its runs: the target holds only if it holds in all. */
+function healthMaxima(report: Report, n: string): string | undefined {
+  const samples = report.results[Number(n)]?.health?.runwarden?.samples;
+  if (!samples || samples.length < 2) return undefined;
+  const maxima = samples.map((s) => (s.timerLateness as Stats).max);
+  const within = maxima.filter((m) => m < TARGETS_AT_100K.healthTimerLatenessMaxMs).length;
+  return `health poll, max timer lateness of each of ${maxima.length} runs (ms): ${maxima.map((m) => round(m)).join(', ')}; ${within} of ${maxima.length} under ${TARGETS_AT_100K.healthTimerLatenessMaxMs} ms`;
+}
+
+function renderTable(report: Report): string {
   const f = (v?: number) => (v === undefined ? '–' : v >= 100 ? String(Math.round(v)) : v.toFixed(1));
   const ratio = (v?: number, floor?: number) =>
     v === undefined || !floor ? '–' : `${(v / floor).toFixed(v / floor >= 10 ? 0 : 1)}×`;
@@ -441,6 +665,7 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
     `medians of ${report.settings.reps} runs (lateness and health: ${report.settings.longReps}); ratios are to the floor (a Map of setTimeout handles) and to the XState floor (a minimal actor per run)\n`,
   );
   for (const [n, rows] of Object.entries(report.tables)) {
+    if (rows.length === 0) continue;
     lines.push(`N = ${Number(n).toLocaleString('en-US')}`);
     const header = [
       'metric',
@@ -473,12 +698,16 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
       row
         .map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number)))
         .join('  ');
-    lines.push(fmt(header), ...body.map(fmt), '');
+    lines.push(fmt(header), ...body.map(fmt));
+    const maxima = healthMaxima(report, n);
+    if (maxima) lines.push(maxima);
+    lines.push('');
   }
   for (const [range, g] of Object.entries(report.growth)) {
     const parts = Object.entries(g)
       .filter(([k, v]) => k !== 'nLogN' && v !== undefined)
       .map(([k, v]) => `${k} ${(v as number).toFixed(2)}`);
+    if (parts.length === 0) continue;
     lines.push(
       `growth exponent N ${range} (N log N = ${(g.nLogN as number).toFixed(2)}): ${parts.join(', ')}`,
     );
@@ -487,13 +716,14 @@ function renderTable(report: ReturnType<typeof buildReport>): string {
   return `${lines.join('\n')}\n`;
 }
 
-function renderMarkdown(report: ReturnType<typeof buildReport>): string {
+function renderMarkdown(report: Report): string {
   const f = (v?: number) =>
     v === undefined ? '–' : v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
   const ratio = (v?: number, floor?: number) =>
     v === undefined || !floor ? '' : ` (${(v / floor).toFixed(v / floor >= 10 ? 0 : 1)}×)`;
   const lines: string[] = [];
   for (const [n, rows] of Object.entries(report.tables)) {
+    if (rows.length === 0) continue;
     lines.push(`**N = ${Number(n).toLocaleString('en-US')}**`, '');
     lines.push(
       '| metric | Runwarden (×floor) | floor | XState floor (×floor) | naive XState (×floor) | Dagster-style loop | target at 100k |',
@@ -508,7 +738,8 @@ function renderMarkdown(report: ReturnType<typeof buildReport>): string {
         `| ${r.metric} (${r.unit}) | ${f(r.runwarden)}${ratio(r.runwarden, r.floor)} | ${f(r.floor)} | ${f(r.xstate)}${ratio(r.xstate, r.floor)} | ${f(r.naive)}${ratio(r.naive, r.floor)} | ${f(r.dagster)} | ${verdict} |`,
       );
     }
-    lines.push('');
+    const maxima = healthMaxima(report, n);
+    lines.push(...(maxima ? ['', `${maxima}.`] : []), '');
   }
   lines.push(
     '| growth exponent (cost ∝ N^k) | N log N | track | memory | stop | health poll | restore | lateness CPU |',

@@ -1,6 +1,7 @@
 // One measurement in a fresh process: `node --expose-gc worker.js <scenario> <variant> <n> [args...]`.
 // Prints its result as one JSON line on stdout; everything else goes to stderr.
 import { health } from './scenarios/health.js';
+import { heartbeat, heartbeatWriter } from './scenarios/heartbeat.js';
 import { lateness } from './scenarios/lateness.js';
 import { prepareSqlite, restore } from './scenarios/restore.js';
 import { track } from './scenarios/track.js';
@@ -18,6 +19,11 @@ async function main(): Promise<unknown> {
       return health(variant as Parameters<typeof health>[0], n, JSON.parse(rest[0] ?? '{}'));
     case 'restore':
       return restore(variant as Parameters<typeof restore>[0], n, rest[0] as string);
+    case 'heartbeat':
+      return heartbeat(variant as Parameters<typeof heartbeat>[0], n, JSON.parse(rest[0] ?? '{}'));
+    case 'heartbeat-writer':
+      // The store's file comes where the variant goes.
+      return heartbeatWriter(variant as string, n, JSON.parse(rest[0] ?? '{}'));
     case 'prepare-sqlite':
       return prepareSqlite(n, rest[0] as string);
     default:

@@ -32,15 +32,19 @@ export interface RestoreResult {
  * API; through the API 100k runs take half a minute, so the rest are copies of those rows and their events
  * (column for column, whatever the schema holds) with the run id changed, in one transaction.
  */
-export async function prepareSqlite(n: number, path: string): Promise<{ ms: number }> {
+export async function prepareSqlite(
+  n: number,
+  path: string,
+  mix: readonly RunStatus[] = MIX,
+  base = Date.now(),
+): Promise<{ ms: number }> {
   const t0 = performance.now();
   const store = SqliteRunStore.open(path);
-  const base = Date.now();
-  const templates = Math.min(n, MIX.length);
+  const templates = Math.min(n, mix.length);
   await populate(
     store,
     templates,
-    (i) => MIX[i % MIX.length] as RunStatus,
+    (i) => mix[i % mix.length] as RunStatus,
     () => base,
   );
   await store.close();
@@ -77,7 +81,7 @@ export async function prepareSqlite(n: number, path: string): Promise<{ ms: numb
   const last = await check.getRun(runIdOf(n - 1));
   const listed = (await check.listRuns({ statuses: [...ACTIVE_STATUSES] })).length;
   await check.close();
-  if (listed !== n || last?.status !== MIX[(n - 1) % MIX.length]) {
+  if (listed !== n || last?.status !== mix[(n - 1) % mix.length]) {
     throw new Error(`prepareSqlite: expected ${n} active runs, the store lists ${listed}`);
   }
   return { ms: performance.now() - t0 };

@@ -235,21 +235,26 @@ function readSchemaVersion(db: SqliteConnection): number {
   return row.version ?? 0;
 }
 
-interface RunRow {
-  run_id: string;
-  status: RunStatus;
-  tags: string;
-  created_at: number;
-  updated_at: number;
-  queued_at: number | null;
-  launched_at: number | null;
-  started_at: number | null;
-  canceling_at: number | null;
-  ended_at: number | null;
-  resume_attempts: number;
-  heartbeat_at: number | null;
-  progress_at: number | null;
-}
+/**
+ * A runs row in raw mode: RUN_COLUMNS' values in order. Reading arrays instead of one object per row with a
+ * property per column, then copying it into a RunRecord, makes a 100k-run restore's reads about a third
+ * cheaper (docs/performance.md).
+ */
+type RunRow = [
+  runId: string,
+  status: RunStatus,
+  tags: string,
+  createdAt: number,
+  updatedAt: number,
+  queuedAt: number | null,
+  launchedAt: number | null,
+  startedAt: number | null,
+  cancelingAt: number | null,
+  endedAt: number | null,
+  resumeAttempts: number,
+  heartbeatAt: number | null,
+  progressAt: number | null,
+];
 
 interface EventRow {
   seq: number;
@@ -615,26 +620,30 @@ function sqlLimit(size: number): number {
   return size === Number.POSITIVE_INFINITY ? -1 : size;
 }
 
+// In RunRow's order.
+const RUN_COLUMNS =
+  'run_id, status, tags, created_at, updated_at, queued_at, launched_at, started_at, canceling_at, ended_at, resume_attempts, heartbeat_at, progress_at';
+
 function prepareStatements(db: Database.Database) {
-  const runColumns =
-    'run_id, status, tags, created_at, updated_at, queued_at, launched_at, started_at, canceling_at, ended_at, resume_attempts, heartbeat_at, progress_at';
+  // Statements that read runs hand back RunRow arrays.
+  const runs = (sql: string) => db.prepare(sql).raw(true);
   return {
     // DO NOTHING + RETURNING: no row back means the id was taken.
-    insertRun: db.prepare(
+    insertRun: runs(
       `INSERT INTO runs (run_id, status, tags, created_at, updated_at) VALUES (?, 'NOT_STARTED', ?, ?, ?)
-       ON CONFLICT (run_id) DO NOTHING RETURNING ${runColumns}`,
+       ON CONFLICT (run_id) DO NOTHING RETURNING ${RUN_COLUMNS}`,
     ),
-    getRun: db.prepare(`SELECT ${runColumns} FROM runs WHERE run_id = ?`),
+    getRun: runs(`SELECT ${RUN_COLUMNS} FROM runs WHERE run_id = ?`),
     runExists: db.prepare('SELECT 1 FROM runs WHERE run_id = ?'),
-    listRuns: db.prepare(`SELECT ${runColumns} FROM runs WHERE run_id > ? ORDER BY run_id LIMIT ?`),
-    listRunsByStatus: db.prepare(
-      `SELECT ${runColumns} FROM runs
+    listRuns: runs(`SELECT ${RUN_COLUMNS} FROM runs WHERE run_id > ? ORDER BY run_id LIMIT ?`),
+    listRunsByStatus: runs(
+      `SELECT ${RUN_COLUMNS} FROM runs
        WHERE status IN (SELECT value FROM json_each(?)) AND run_id > ?
        ORDER BY run_id LIMIT ?`,
     ),
     // Every wanted tag present with exactly the wanted value.
-    listRunsByStatusAndTags: db.prepare(
-      `SELECT ${runColumns} FROM runs
+    listRunsByStatusAndTags: runs(
+      `SELECT ${RUN_COLUMNS} FROM runs
        WHERE status IN (SELECT value FROM json_each(?))
          AND NOT EXISTS (SELECT 1 FROM json_each(?) AS want
                          WHERE NOT EXISTS (SELECT 1 FROM json_each(runs.tags) AS have
@@ -690,21 +699,21 @@ function isBusy(error: unknown): boolean {
 
 function toRecord(row: RunRow): RunRecord {
   const record: RunRecord = {
-    runId: row.run_id,
-    status: row.status,
-    tags: parseTags(row.tags),
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    resumeAttempts: row.resume_attempts,
+    runId: row[0],
+    status: row[1],
+    tags: parseTags(row[2]),
+    createdAt: row[3],
+    updatedAt: row[4],
+    resumeAttempts: row[10],
   };
   // Absent, not undefined-valued, like the memory store.
-  if (row.queued_at !== null) record.queuedAt = row.queued_at;
-  if (row.launched_at !== null) record.launchedAt = row.launched_at;
-  if (row.started_at !== null) record.startedAt = row.started_at;
-  if (row.canceling_at !== null) record.cancelingAt = row.canceling_at;
-  if (row.ended_at !== null) record.endedAt = row.ended_at;
-  if (row.heartbeat_at !== null) record.heartbeatAt = row.heartbeat_at;
-  if (row.progress_at !== null) record.progressAt = row.progress_at;
+  if (row[5] !== null) record.queuedAt = row[5];
+  if (row[6] !== null) record.launchedAt = row[6];
+  if (row[7] !== null) record.startedAt = row[7];
+  if (row[8] !== null) record.cancelingAt = row[8];
+  if (row[9] !== null) record.endedAt = row[9];
+  if (row[11] !== null) record.heartbeatAt = row[11];
+  if (row[12] !== null) record.progressAt = row[12];
   return record;
 }
 
@@ -714,6 +723,8 @@ function toEvent(row: EventRow): RunEvent {
 }
 
 function parseTags(text: string): Record<string, string> {
+  // Most runs have no tags: a literal is cheaper than parsing "{}".
+  if (text === '{}') return {};
   // JSON.parse defines keys as own data properties, so a "__proto__" tag stays an ordinary key.
   return JSON.parse(text) as Record<string, string>;
 }

@@ -1,0 +1,183 @@
+// heartbeat: what heartbeating runs cost the monitor, and how many heartbeats the SQLite store takes beside
+// it. Each arm runs in a fresh process over its own SQLite file of N STARTED runs, with the monitor's normal
+// work going on: the feed tails the store every second and a health poll (answered at once by a
+// FakeLauncher) runs every 20 s. The heartbeats come from a second process, as workers' would.
+//   none:  the heartbeat timeout is off and nothing heartbeats. The same runs, the same monitor otherwise.
+//   paced: a 15 s heartbeat timeout, every run heartbeating every 5 s (a third of it, as the worker SDK
+//          does). Heartbeats append no event, so the monitor's cost is its liveness timers: each fires about
+//          twice per run in the 40 s window, re-reads the run, finds the heartbeat moved and re-arms.
+//   flood: as paced, but the writer heartbeats as fast as the store takes it: the rate the store sustains.
+// The monitor's CPU (its own process only) over the window is the figure; no run may leave STARTED.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { realClock } from '../../src/core/clock.js';
+import type { Clock } from '../../src/core/types.js';
+import { createRunMonitor } from '../../src/monitor/monitor.js';
+import { SqliteRunStore } from '../../src/stores/sqlite/sqlite-store.js';
+import { FakeLauncher } from '../../src/testing/index.js';
+import { pages, runIdOf, SECOND, sleep } from '../lib.js';
+import { prepareSqlite } from './restore.js';
+
+export type HeartbeatArm = 'none' | 'paced' | 'flood';
+
+export interface HeartbeatOptions {
+  windowMs?: number;
+  timeoutSeconds?: number;
+}
+
+export interface HeartbeatResult {
+  arm: HeartbeatArm;
+  windowMs: number;
+  /** CPU (user + system) of the monitor's process over the window. */
+  cpuMs: number;
+  cpuMsPerSecond: number;
+  /** Heartbeats the writer process stored during the window. */
+  heartbeats: number;
+  heartbeatsPerSecond: number;
+  /** Liveness timers armed during the window: each a fired deadline that re-read its run and re-armed. */
+  livenessArms: number;
+}
+
+const POLL_INTERVAL_SECONDS = 20;
+
+export async function heartbeat(
+  arm: HeartbeatArm,
+  n: number,
+  options: HeartbeatOptions,
+): Promise<HeartbeatResult> {
+  if (!['none', 'paced', 'flood'].includes(arm)) throw new Error(`unknown heartbeat arm ${arm}`);
+  const timeoutSeconds = options.timeoutSeconds ?? 15;
+  const intervalMs = (timeoutSeconds * SECOND) / 3;
+  const windowMs = options.windowMs ?? (arm === 'flood' ? 10 * SECOND : 40 * SECOND);
+  const dir = mkdtempSync(join(os.tmpdir(), 'runwarden-heartbeat-'));
+  const path = join(dir, 'runs.db');
+  try {
+    // Started two intervals ago; each run's last heartbeat staggered over the last interval, so the
+    // liveness deadlines spread over a period like those of runs that started at different times.
+    await prepareSqlite(n, path, ['STARTED'], Date.now() - 2 * intervalMs);
+    const store = SqliteRunStore.open(path);
+    const t0 = Date.now();
+    for (let j = 0; j < n; j++) {
+      await store.heartbeat(runIdOf(j), { at: Math.round(t0 - intervalMs + (j / n) * intervalMs) });
+    }
+    let armed = 0;
+    // Liveness delays are at most the timeout; the feed (1 s), the poll (20 s) and launcher timeouts
+    // (60 s) fall outside that range.
+    const isLiveness = (ms: number) => ms > 1.5 * SECOND && ms <= timeoutSeconds * SECOND;
+    const clock: Clock = {
+      now: () => Date.now(),
+      setTimeout: (fn, ms) => {
+        if (isLiveness(ms)) armed++;
+        return realClock.setTimeout(fn, ms);
+      },
+      clearTimeout: (id) => realClock.clearTimeout(id),
+    };
+    const monitor = createRunMonitor({
+      store,
+      launcher: new FakeLauncher(),
+      clock,
+      config: {
+        heartbeatTimeoutSeconds: arm === 'none' ? 0 : timeoutSeconds,
+        pollIntervalSeconds: POLL_INTERVAL_SECONDS,
+      },
+    });
+    await monitor.start();
+    await monitor.settle();
+
+    const armedBefore = armed;
+    const writer =
+      arm === 'none' ? undefined : startWriter(path, n, arm === 'paced' ? intervalMs : 0, windowMs);
+    await writer?.ready;
+    const cpu0 = process.cpuUsage();
+    const w0 = performance.now();
+    const written = writer ? await writer.done : (await sleep(windowMs), { written: 0, ms: windowMs });
+    const cpu = process.cpuUsage(cpu0);
+    const elapsed = performance.now() - w0;
+    const livenessArms = armed - armedBefore;
+
+    let started = 0;
+    for await (const page of pages(store, ['STARTED'])) started += page.length;
+    await monitor.stop();
+    await store.close();
+    if (started !== n) {
+      throw new Error(
+        `heartbeat ${arm}: ${n - started} of ${n} runs left STARTED; the writer fell behind (${JSON.stringify(written)})`,
+      );
+    }
+    const cpuMs = (cpu.user + cpu.system) / 1000;
+    return {
+      arm,
+      windowMs: elapsed,
+      cpuMs,
+      cpuMsPerSecond: (cpuMs * SECOND) / elapsed,
+      heartbeats: written.written,
+      heartbeatsPerSecond: (written.written * SECOND) / written.ms,
+      livenessArms,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The writer process: `ready` once its store is open, then its result when the window is over. */
+function startWriter(path: string, n: number, intervalMs: number, windowMs: number) {
+  const worker = fileURLToPath(new URL('../worker.js', import.meta.url));
+  const child = spawn(
+    process.execPath,
+    [worker, 'heartbeat-writer', path, String(n), JSON.stringify({ intervalMs, windowMs })],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve;
+  });
+  child.stdout.on('data', (chunk: Buffer) => {
+    out += chunk.toString();
+    if (out.startsWith('ready\n')) markReady();
+  });
+  const done = new Promise<WriterResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const line = out.trim().split('\n').at(-1) ?? '';
+      if (code !== 0 || !line.startsWith('{')) reject(new Error(`heartbeat writer exited with ${code}`));
+      else resolve(JSON.parse(line) as WriterResult);
+    });
+  });
+  // A writer that dies before `ready` must not leave the scenario waiting for it.
+  void done.catch(() => markReady());
+  return { ready, done };
+}
+
+interface WriterResult {
+  written: number;
+  ms: number;
+}
+
+/**
+ * Heartbeats runs 0..n-1 in turn through its own SqliteRunStore for `windowMs`: each run once per
+ * `intervalMs` (spread evenly), or with `intervalMs` 0 as fast as the store takes them.
+ */
+export async function heartbeatWriter(
+  path: string,
+  n: number,
+  options: { intervalMs: number; windowMs: number },
+): Promise<WriterResult> {
+  const store = SqliteRunStore.open(path);
+  process.stdout.write('ready\n');
+  const t0 = performance.now();
+  const end = t0 + options.windowMs;
+  let written = 0;
+  for (let now = t0; now < end; now = performance.now()) {
+    const due = options.intervalMs > 0 ? Math.floor(((now - t0) * n) / options.intervalMs) : written + 256;
+    for (; written < due; written++) await store.heartbeat(runIdOf(written % n));
+    // Paced: wait for the next few due; flat out: let the loop breathe between bursts.
+    await (options.intervalMs > 0 ? sleep(5) : new Promise((resolve) => setImmediate(resolve)));
+  }
+  const ms = performance.now() - t0;
+  await store.close();
+  return { written, ms };
+}
