@@ -1,6 +1,8 @@
 // The crash brake with real processes: 30 run workers on the worker SDK, started by a ProcessRunLauncher and
 // watched by a monitor in this process on real time, some of them SIGKILLed at once. Most of them dying in
-// one poll is held (and acted on after maxHoldSeconds); a few dying is acted on at the first poll.
+// one poll is held (and acted on after maxHoldSeconds); a few dying is acted on at the first poll; health
+// checks that all fail at once (the launcher cannot read /proc) are held too, and nothing happens once they
+// recover.
 import { renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
