@@ -6,7 +6,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MonitorConfig } from '../src/core/config.js';
 import { isTerminal, type RunRecord } from '../src/core/types.js';
-import { COMMAND_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
+import {
+  COMMAND_TAG,
+  ProcessRunLauncher,
+  type ProcessRunLauncherOptions,
+} from '../src/launchers/process/process-launcher.js';
 import { createRunMonitor, type RunMonitor, type RunMonitorOptions } from '../src/monitor/monitor.js';
 import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
 import { built, killWorkers, NODE, tempDir, waitFor } from './processes.js';
@@ -47,6 +51,8 @@ export async function setupWorkers(
     /** For tests that read the monitor's log lines or metrics. */
     logger?: RunMonitorOptions['logger'];
     metrics?: RunMonitorOptions['metrics'];
+    /** e.g. `procRoot`, for a test that makes the launcher's health checks fail. */
+    launcher?: Pick<ProcessRunLauncherOptions, 'procRoot'>;
   } = {},
 ): Promise<WorkerSetup> {
   const dir = tempDir('runwarden-any-language-');
@@ -64,6 +70,7 @@ export async function setupWorkers(
     killWaitMs: 2000,
     wrap: options.wrap,
     wrapperCommand: [NODE, built('src/cli/wrap.js')],
+    ...options.launcher,
   });
   const monitor = createRunMonitor({
     store,
