@@ -78,6 +78,8 @@ describe.concurrent('launch checks the max runtime tags', () => {
     ['runwarden/max_runtime_seconds', ''],
     ['runwarden/max_runtime', '0x10'],
     ['runwarden/max_runtime_seconds', '0x10'],
+    ['runwarden/heartbeat_timeout', 'abc'],
+    ['runwarden/progress_timeout', '-3'],
   ] as const;
 
   it.each(cases)('refuses %s=%o before any run is created', async (tag, value) => {

@@ -276,7 +276,7 @@ export async function launchCommand(
   command: string[],
   options: StoreOptions & { tag?: Record<string, string>; runId?: string; json?: boolean; wrap?: boolean },
 ): Promise<void> {
-  checkMaxRuntimeTags(options.tag ?? {});
+  checkSecondsTags(options.tag ?? {});
   const config = resolveConfig(options);
   if (command.length === 0 && !config.launcher.process.command) {
     throw new UsageError(
@@ -322,12 +322,16 @@ function shellWord(word: string): string {
 /** The tag Dagster users paste from their runs; Runwarden does not read it. */
 const DAGSTER_MAX_RUNTIME_TAG = 'dagster/max_runtime';
 
+/** Tags whose value is seconds, read by the monitor with the same rule as the max runtime tag. */
+const SECONDS_TAGS = [...MAX_RUNTIME_TAGS, TAGS.heartbeatTimeout, TAGS.progressTimeout];
+
 /**
- * Refuses a max runtime tag the monitor would ignore (the run would silently have no limit), before any run
- * exists; warns about Dagster's tag, which is kept but has no effect.
+ * Refuses a max runtime, heartbeat or progress timeout tag the monitor would ignore (the run would silently
+ * have another limit or none), before any run exists; warns about Dagster's tag, which is kept but has no
+ * effect.
  */
-function checkMaxRuntimeTags(tags: Record<string, string>): void {
-  for (const tag of MAX_RUNTIME_TAGS) {
+function checkSecondsTags(tags: Record<string, string>): void {
+  for (const tag of SECONDS_TAGS) {
     if (Object.hasOwn(tags, tag) && parseMaxRuntimeTag(tags[tag]) === undefined) {
       throw new UsageError(
         `Invalid tag ${tag}=${JSON.stringify(tags[tag])}: expected ${MAX_RUNTIME_TAG_EXPECTED}. No run was created.`,
