@@ -6,6 +6,7 @@ import {
   InvalidTagsError,
   InvalidTransitionError,
   RunNotFoundError,
+  WorkerSupersededError,
 } from '../src/core/errors.js';
 import {
   ALLOWED_MOVES,
@@ -1038,6 +1039,117 @@ export function describeRunStoreConformance(name: string, factory: () => Promise
     });
 
     describeLeaseConformance(() => ({ store, clock }));
+    describe('worker fencing (attempt)', () => {
+      /** A STARTED run resumed `resumes` times, as the monitor does before launching the next worker. */
+      async function resumed(runId: string, resumes: number): Promise<RunRecord> {
+        await runIn('STARTED', runId);
+        for (let i = 0; i < resumes; i++) await store.incrementResumeAttempts(runId);
+        return (await store.getRun(runId))!;
+      }
+
+      it('refuses a SUCCESS from an attempt older than resumeAttempts, naming both, and writes nothing', async () => {
+        await resumed('run-1', 2);
+        const before = await snapshot('run-1');
+        const seq = await store.latestSeq();
+        const error = await store
+          .transition('run-1', { to: 'SUCCESS', attempt: 1, tags: { done: 'yes' } })
+          .catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(WorkerSupersededError);
+        expect(error).toMatchObject({
+          code: 'WORKER_SUPERSEDED',
+          runId: 'run-1',
+          attempt: 1,
+          currentAttempt: 2,
+        });
+        expect((error as Error).message).toMatch(/run-1.*attempt 1.*attempt 2/);
+        expect(await snapshot('run-1')).toEqual(before);
+        expect(await store.latestSeq()).toBe(seq);
+      });
+
+      it('refuses a stale attempt even when its move would not apply (the worker must learn it)', async () => {
+        await runIn('SUCCESS', 'run-1');
+        await store.incrementResumeAttempts('run-1');
+        await expect(store.transition('run-1', { to: 'FAILURE', attempt: 0 })).rejects.toBeInstanceOf(
+          WorkerSupersededError,
+        );
+      });
+
+      it('accepts the current attempt, a newer one, and writes without one (the monitor)', async () => {
+        await resumed('run-1', 1);
+        expect(await store.transition('run-1', { to: 'CANCELING', attempt: 1 })).toMatchObject({
+          status: 'CANCELING',
+        });
+        expect(await store.transition('run-1', { to: 'SUCCESS', attempt: 2 })).toMatchObject({
+          status: 'SUCCESS',
+        });
+        await resumed('run-2', 3);
+        expect(await store.transition('run-2', { to: 'FAILURE' })).toMatchObject({ status: 'FAILURE' });
+        // A first worker (attempt 0) on a run never resumed.
+        await runIn('STARTING', 'run-3');
+        expect(await store.transition('run-3', { to: 'STARTED', attempt: 0 })).toMatchObject({
+          status: 'STARTED',
+        });
+      });
+
+      it('fences heartbeats: a stale one is refused and sets nothing; the current one is written', async () => {
+        await resumed('run-1', 1);
+        clock.set(50_000);
+        await expect(store.heartbeat('run-1', { attempt: 0, progress: true })).rejects.toBeInstanceOf(
+          WorkerSupersededError,
+        );
+        expect(await store.getRun('run-1')).toMatchObject({ resumeAttempts: 1 });
+        expect((await store.getRun('run-1'))!.heartbeatAt).toBeUndefined();
+        expect((await store.getRun('run-1'))!.progressAt).toBeUndefined();
+        expect(await store.heartbeat('run-1', { attempt: 1 })).toMatchObject({ heartbeatAt: 50_000 });
+      });
+
+      it('fences engine events: a stale one is refused and appends nothing; the current one is appended', async () => {
+        await resumed('run-1', 1);
+        const before = await snapshot('run-1');
+        const seq = await store.latestSeq();
+        await expect(
+          store.appendEvent('run-1', { type: 'ENGINE_EVENT', message: 'step done', attempt: 0 }),
+        ).rejects.toBeInstanceOf(WorkerSupersededError);
+        expect(await snapshot('run-1')).toEqual(before);
+        expect(await store.latestSeq()).toBe(seq);
+        const event = await store.appendEvent('run-1', { type: 'ENGINE_EVENT', message: 'ok', attempt: 1 });
+        expect(event).toMatchObject({ runId: 'run-1', message: 'ok' });
+        expect(event).not.toHaveProperty('attempt');
+        await expect(
+          store.appendEvent('nope', { type: 'ENGINE_EVENT', message: 'x', attempt: 0 }),
+        ).rejects.toBeInstanceOf(RunNotFoundError);
+      });
+
+      it('refuses an attempt that is not a whole number >= 0, naming the field, and writes nothing', async () => {
+        await runIn('STARTED', 'run-1');
+        const before = await snapshot('run-1');
+        for (const attempt of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '0', null]) {
+          const bad = attempt as never;
+          for (const write of [
+            () => store.transition('run-1', { to: 'SUCCESS', attempt: bad }),
+            () => store.heartbeat('run-1', { attempt: bad }),
+            () => store.appendEvent('run-1', { type: 'ENGINE_EVENT', message: 'x', attempt: bad }),
+          ]) {
+            const error = await write().catch((e: unknown) => e);
+            expect(error).toMatchObject({ code: 'INVALID_ATTEMPT' });
+            expect((error as Error).message).toMatch(/`attempt` must be a whole number >= 0/);
+          }
+        }
+        expect(await snapshot('run-1')).toEqual(before);
+      });
+
+      it('a resume racing a stale SUCCESS: either the SUCCESS landed first or it was refused', async () => {
+        await runIn('STARTED', 'run-1');
+        const [write, count] = await Promise.all([
+          store.transition('run-1', { to: 'SUCCESS', attempt: 0 }).catch((e: unknown) => e),
+          store.incrementResumeAttempts('run-1'),
+        ]);
+        expect(count).toBe(1);
+        const run = (await store.getRun('run-1'))!;
+        if (write instanceof WorkerSupersededError) expect(run.status).toBe('STARTED');
+        else expect(run.status).toBe('SUCCESS');
+      });
+    });
 
     describe('concurrency', () => {
       it('200 transitions on different runs and 50 racing CAS writes on one run', async () => {

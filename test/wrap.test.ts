@@ -195,7 +195,7 @@ describe('signs of life under --wrap', () => {
     const runId = await s.launch(sh(`touch ${marker}`));
     await waitFor('the wrapper to refuse', () =>
       readFileSync(s!.launcher.logPath(runId), 'utf8').includes(
-        'wrapper: RUNWARDEN_HEARTBEAT_SECONDS must be a number of seconds > 0; got "often".',
+        'wrapper: RUNWARDEN_HEARTBEAT_SECONDS must be a number of seconds > 0 and <= 2147483.647; got "often".',
       ),
     );
     expect(existsSync(marker)).toBe(false);

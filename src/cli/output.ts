@@ -1,7 +1,12 @@
 // Output helpers of the `runwarden` CLI: aligned tables, colour, and one-line errors.
 import { inspect, stripVTControlCharacters } from 'node:util';
 import { CommanderError } from 'commander';
-import { ConfigError, RunwardenError } from '../core/errors.js';
+import {
+  ConfigError,
+  RunwardenError,
+  WORKER_SUPERSEDED_EXIT_CODE,
+  WorkerSupersededError,
+} from '../core/errors.js';
 
 /** A usage mistake (bad flag value, nothing to do): exit code 2, like a bad config. */
 export class UsageError extends RunwardenError {
@@ -10,7 +15,10 @@ export class UsageError extends RunwardenError {
   }
 }
 
-/** Prints `error` as one line on stderr and returns the exit code: 2 for usage/config problems, else 1. */
+/**
+ * Prints `error` as one line on stderr and returns the exit code: 2 for usage/config problems, 3 for a run
+ * worker superseded by a newer one (WORKER_SUPERSEDED_EXIT_CODE), else 1.
+ */
 export function reportError(error: unknown): number {
   if (error instanceof CommanderError) return reportUsage(error);
   const message = error instanceof Error ? error.message || error.name : String(error);
@@ -18,6 +26,7 @@ export function reportError(error: unknown): number {
   if (process.env.RUNWARDEN_DEBUG && error instanceof Error && error.stack) {
     process.stderr.write(`${error.stack}\n`);
   }
+  if (error instanceof WorkerSupersededError) return WORKER_SUPERSEDED_EXIT_CODE;
   return error instanceof ConfigError || error instanceof UsageError ? 2 : 1;
 }
 

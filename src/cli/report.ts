@@ -6,23 +6,19 @@
 // and `progress` set `heartbeatAt` (and `progressAt`) without an event. A report the run's status does not
 // allow is refused with one line saying why (exit 1), never overwritten.
 //
+// Every write carries the worker's attempt (RUNWARDEN_RESUME_ATTEMPT): once the monitor has resumed the run
+// with a newer worker, the store refuses it (WorkerSupersededError) and `runwarden report` exits with
+// WORKER_SUPERSEDED_EXIT_CODE (3) and one line, so the script knows to stop.
+//
 // This module imports no XState, no monitor and no commander: the wrapper loads it on every run.
 import { existsSync } from 'node:fs';
 import { ConfigError, RunNotFoundError, RunwardenError } from '../core/errors.js';
 import { isMaxRuntimeStop } from '../stores/contract.js';
 import { openStoreAt, parseStoreUrl, STORE_ENV } from '../stores/store-url.js';
 import { isTerminal, type RunRecord, type RunStatus, type RunStore, TAGS } from '../core/types.js';
+import { parseWorkerEnv, RUN_WORKER_ENV, type WorkerEnv } from '../worker/env.js';
 
 export type ReportKind = 'started' | 'success' | 'failure' | 'canceled' | 'heartbeat' | 'progress';
-
-/** The environment a launcher gives its run workers (ProcessRunLauncher sets all three). */
-export const REPORT_ENV = {
-  runId: 'RUNWARDEN_RUN_ID',
-  store: STORE_ENV,
-  resumeAttempt: 'RUNWARDEN_RESUME_ATTEMPT',
-  /** Seconds between heartbeats, set by the launcher when the run has a heartbeat timeout. */
-  heartbeatSeconds: 'RUNWARDEN_HEARTBEAT_SECONDS',
-} as const;
 
 /** A report the run's status does not allow: exit code 1, one line, no stack trace. */
 export class ReportRefusedError extends RunwardenError {
@@ -49,8 +45,7 @@ export async function reportCommand(
   options: ReportOptions,
   env: Record<string, string | undefined> = process.env,
 ): Promise<void> {
-  const { runId, storeUrl } = reportTarget(options, env);
-  const attempt = resumeAttemptOf(env);
+  const { runId, storeUrl, attempt } = reportTarget(options, env);
   const store = openExistingStore(storeUrl, options.store === undefined ? STORE_ENV : '--store');
   try {
     await report(store, runId, kind, { message: options.message, attempt });
@@ -59,51 +54,57 @@ export async function reportCommand(
   }
 }
 
-/** The run id and store URL from the flags, else the environment; a WorkerEnvError names what is missing. */
+/** What a worker reports as: its run, its store, and the attempt its writes carry. */
+export interface ReportTarget {
+  runId: string;
+  storeUrl: string;
+  /**
+   * RUNWARDEN_RESUME_ATTEMPT (0 when unset); undefined when `--run-id` names another run than
+   * RUNWARDEN_RUN_ID, whose attempt this environment does not know (such a report is not fenced).
+   */
+  attempt: number | undefined;
+  /** RUNWARDEN_HEARTBEAT_SECONDS; undefined when unset (no heartbeats). */
+  heartbeatSeconds: number | undefined;
+}
+
+/**
+ * The run id and store URL from the flags, else the environment, with the attempt and heartbeat interval; a
+ * WorkerEnvError names what is missing or malformed.
+ */
 export function reportTarget(
   options: { runId?: string; store?: string },
   env: Record<string, string | undefined>,
-): { runId: string; storeUrl: string } {
-  const runId = options.runId ?? nonEmpty(env[REPORT_ENV.runId]);
-  const storeUrl = options.store ?? nonEmpty(env[REPORT_ENV.store]);
+): ReportTarget {
+  const parsed = workerEnv(env);
+  const runId = options.runId ?? parsed.runId;
+  const storeUrl = options.store ?? parsed.store;
   const missing = [
-    runId ? undefined : `the run id (--run-id, or ${REPORT_ENV.runId})`,
+    runId ? undefined : `the run id (--run-id, or ${RUN_WORKER_ENV.runId})`,
     storeUrl
       ? undefined
-      : `the store (--store, or ${REPORT_ENV.store}, e.g. sqlite:/var/lib/runwarden/runs.db)`,
+      : `the store (--store, or ${RUN_WORKER_ENV.store}, e.g. sqlite:/var/lib/runwarden/runs.db)`,
   ].filter(Boolean);
   if (missing.length > 0) {
     throw new WorkerEnvError(
-      `Missing ${missing.join(' and ')}: a launcher sets ${REPORT_ENV.runId} and ${REPORT_ENV.store} for the run workers it starts.`,
+      `Missing ${missing.join(' and ')}: a launcher sets ${RUN_WORKER_ENV.runId} and ${RUN_WORKER_ENV.store} for the run workers it starts.`,
     );
   }
-  return { runId: runId!, storeUrl: storeUrl! };
+  const ownRun = options.runId === undefined || options.runId === parsed.runId;
+  return {
+    runId: runId!,
+    storeUrl: storeUrl!,
+    attempt: ownRun ? parsed.attempt : undefined,
+    heartbeatSeconds: parsed.heartbeatSeconds,
+  };
 }
 
-/** `RUNWARDEN_HEARTBEAT_SECONDS` in milliseconds; undefined when unset (no heartbeats). */
-export function heartbeatIntervalOf(env: Record<string, string | undefined>): number | undefined {
-  const text = nonEmpty(env[REPORT_ENV.heartbeatSeconds]);
-  if (text === undefined) return undefined;
-  const seconds = Number(text);
-  if (!Number.isFinite(seconds) || seconds <= 0) {
-    throw new WorkerEnvError(
-      `${REPORT_ENV.heartbeatSeconds} must be a number of seconds > 0; got ${JSON.stringify(text)}.`,
-    );
+/** parseWorkerEnv, with a malformed variable as a configuration error (exit 2), like a missing one. */
+function workerEnv(env: Record<string, string | undefined>): WorkerEnv {
+  try {
+    return parseWorkerEnv(env);
+  } catch (error) {
+    throw new WorkerEnvError((error as Error).message);
   }
-  return seconds * 1000;
-}
-
-/** `RUNWARDEN_RESUME_ATTEMPT`: 0 for the first worker of a run, then the resume attempt. */
-export function resumeAttemptOf(env: Record<string, string | undefined>): number {
-  const text = nonEmpty(env[REPORT_ENV.resumeAttempt]);
-  if (text === undefined) return 0;
-  const attempt = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(attempt)) {
-    throw new WorkerEnvError(
-      `${REPORT_ENV.resumeAttempt} must be a whole number >= 0; got ${JSON.stringify(text)}.`,
-    );
-  }
-  return attempt;
 }
 
 /**
@@ -128,27 +129,34 @@ async function report(
   kind: ReportKind,
   options: { message?: string; attempt?: number } = {},
 ): Promise<RunRecord> {
+  const { attempt } = options;
   switch (kind) {
     case 'started':
       return reportStarted(store, runId, options);
     case 'success':
-      return reportFinal(store, runId, 'SUCCESS', options.message ?? 'Run succeeded.');
+      return reportFinal(store, runId, 'SUCCESS', options.message ?? 'Run succeeded.', attempt);
     case 'failure':
       return reportFinal(
         store,
         runId,
         'FAILURE',
         options.message ?? 'Run failed: its worker reported failure.',
+        attempt,
       );
     case 'canceled':
       return reportCanceled(
         store,
         runId,
         options.message ?? 'Run canceled: its worker stopped after the cancel request.',
+        attempt,
       );
     case 'heartbeat':
     case 'progress':
-      return reportHeartbeat(store, runId, { progress: kind === 'progress', message: options.message });
+      return reportHeartbeat(store, runId, {
+        progress: kind === 'progress',
+        message: options.message,
+        attempt,
+      });
   }
 }
 
@@ -159,9 +167,10 @@ async function report(
 async function reportHeartbeat(
   store: RunStore,
   runId: string,
-  options: { progress?: boolean; message?: string } = {},
+  options: { progress?: boolean; message?: string; attempt?: number } = {},
 ): Promise<RunRecord> {
-  const run = await store.heartbeat(runId, { progress: options.progress === true });
+  const { attempt } = options;
+  const run = await store.heartbeat(runId, { progress: options.progress === true, attempt });
   if (isTerminal(run.status)) {
     throw new ReportRefusedError(
       `Run ${runId} has already ended (${run.status}); not recording the ${options.progress ? 'progress' : 'heartbeat'}.`,
@@ -169,7 +178,7 @@ async function reportHeartbeat(
     );
   }
   if (options.message !== undefined) {
-    await store.appendEvent(runId, { type: 'ENGINE_EVENT', message: options.message });
+    await store.appendEvent(runId, { type: 'ENGINE_EVENT', message: options.message, attempt });
   }
   return run;
 }
@@ -183,19 +192,22 @@ export async function reportStarted(
   runId: string,
   options: { message?: string; attempt?: number; data?: Record<string, unknown> } = {},
 ): Promise<RunRecord> {
-  const attempt = options.attempt ?? 0;
-  const message = options.message ?? `Run worker started${attempt > 0 ? ` (attempt ${attempt})` : ''}.`;
+  const { attempt } = options;
+  const message =
+    options.message ??
+    `Run worker started${attempt !== undefined && attempt > 0 ? ` (attempt ${attempt})` : ''}.`;
   const run =
-    (await store.transition(runId, { to: 'STARTED', from: ['STARTING'], message })) ??
+    (await store.transition(runId, { to: 'STARTED', from: ['STARTING'], message, attempt })) ??
     (await mustGet(store, runId));
   if (run.status !== 'STARTED') {
     throw new ReportRefusedError(refusal(run, 'STARTED'), run);
   }
-  if (attempt > 0 && !(await resumeLogged(store, runId, attempt))) {
+  if (attempt !== undefined && attempt > 0 && !(await resumeLogged(store, runId, attempt))) {
     await store.appendEvent(runId, {
       type: 'ENGINE_EVENT',
       message: resumedMessage(attempt),
       data: { attempt, ...options.data },
+      attempt,
     });
   }
   return run;
@@ -211,12 +223,13 @@ export async function reportFinal(
   runId: string,
   to: 'SUCCESS' | 'FAILURE',
   message: string,
+  attempt: number | undefined,
 ): Promise<RunRecord> {
-  let run = await store.transition(runId, { to, from: ['STARTING', 'STARTED'], message });
+  let run = await store.transition(runId, { to, from: ['STARTING', 'STARTED'], message, attempt });
   if (run) return run;
   run = await mustGet(store, runId);
   if (run.status === 'CANCELING' && !isMaxRuntimeStop(run)) {
-    const written = await store.transition(runId, { to, from: ['CANCELING'], message });
+    const written = await store.transition(runId, { to, from: ['CANCELING'], message, attempt });
     if (written) return written;
     run = await mustGet(store, runId);
   }
@@ -224,8 +237,13 @@ export async function reportFinal(
 }
 
 /** CANCELED, only from a user's CANCELING (a worker reports canceled after it stopped for a cancel request). */
-export async function reportCanceled(store: RunStore, runId: string, message: string): Promise<RunRecord> {
-  const written = await store.transition(runId, { to: 'CANCELED', from: ['CANCELING'], message });
+export async function reportCanceled(
+  store: RunStore,
+  runId: string,
+  message: string,
+  attempt: number | undefined,
+): Promise<RunRecord> {
+  const written = await store.transition(runId, { to: 'CANCELED', from: ['CANCELING'], message, attempt });
   if (written) return written;
   const run = await mustGet(store, runId);
   throw new ReportRefusedError(refusal(run, 'CANCELED'), run);
@@ -261,8 +279,4 @@ async function mustGet(store: RunStore, runId: string): Promise<RunRecord> {
   const run = await store.getRun(runId);
   if (!run) throw new RunNotFoundError(runId);
   return run;
-}
-
-function nonEmpty(text: string | undefined): string | undefined {
-  return text === undefined || text === '' ? undefined : text;
 }

@@ -11,7 +11,11 @@
 //   - CMD's output passes through to the wrapper's own stdout/stderr (the run's log file), and each line of
 //     it is a sign of progress (`progressAt`), written at most once a second;
 //   - with RUNWARDEN_HEARTBEAT_SECONDS set (the launcher sets it for a run with a heartbeat timeout), a
-//     heartbeat that often while CMD lives.
+//     heartbeat that often while CMD lives;
+//   - every write carries the wrapper's attempt (RUNWARDEN_RESUME_ATTEMPT). Once the store refuses one
+//     because the run was resumed with a newer worker (WorkerSupersededError), the wrapper stops CMD (SIGTERM
+//     to its group, SIGKILL after SUPERSEDED_GRACE_MS), reports nothing more and exits with
+//     WORKER_SUPERSEDED_EXIT_CODE (3). A wrapper started for an attempt already superseded never starts CMD.
 //
 // A separate file rather than a `runwarden` subcommand: the launcher starts it with the running Node
 // (process.execPath) and a path next to its own module, so a library host needs no `runwarden` on PATH, and
@@ -25,18 +29,18 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import { WORKER_SUPERSEDED_EXIT_CODE, WorkerSupersededError } from '../core/errors.js';
 import { isMaxRuntimeStop } from '../stores/contract.js';
 import type { RunRecord, RunStore } from '../core/types.js';
+import { RUN_WORKER_ENV } from '../worker/env.js';
 import {
-  heartbeatIntervalOf,
   openExistingStore,
   ReportRefusedError,
   reportCanceled,
   reportFinal,
   reportStarted,
+  type ReportTarget,
   reportTarget,
-  resumeAttemptOf,
-  REPORT_ENV,
 } from './report.js';
 
 /** How many of CMD's last output lines a FAILURE message carries. */
@@ -49,6 +53,8 @@ const DRAIN_MS = 1000;
 const PROGRESS_INTERVAL_MS = 1000;
 /** Exit code when the monitor answers for the run (128 + SIGTERM), as the worker SDK exits. */
 const EXIT_TERMINATED = 143;
+/** Once superseded, how long CMD has after SIGTERM before SIGKILL (the launcher's default terminate grace). */
+const SUPERSEDED_GRACE_MS = 10_000;
 /**
  * The guard ignores the SIGTERM forwarded to the group, waits for the end of its stdin (the wrapper holds
  * the only write end, and writes nothing), then SIGKILLs every process of its group, itself included.
@@ -70,6 +76,9 @@ class Wrapper {
   private readonly progress = new Throttle(PROGRESS_INTERVAL_MS, () => this.beat(true));
   private heartbeats: NodeJS.Timeout | undefined;
   private beatFailed = false;
+  /** Set once the store refused a write of this attempt: the run belongs to a newer worker. */
+  private superseded: WorkerSupersededError | undefined;
+  private killTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly command: string[],
@@ -82,15 +91,29 @@ class Wrapper {
   async run(): Promise<never> {
     process.on('SIGTERM', this.onSigterm);
     try {
-      this.store = openExistingStore(this.storeUrl, REPORT_ENV.store);
+      this.store = openExistingStore(this.storeUrl, RUN_WORKER_ENV.store);
     } catch (error) {
       return fatal(1, errorText(error));
     }
     const run = await this.store.getRun(this.runId);
     if (!run) return this.exit(1, `Unknown run id ${JSON.stringify(this.runId)}: no such run in the store.`);
+    if (run.resumeAttempts > this.attempt) {
+      // Started late (a slow host, a retried launch) after the monitor had already resumed the run.
+      return this.exit(
+        WORKER_SUPERSEDED_EXIT_CODE,
+        `run ${this.runId} was resumed with a newer worker (attempt ${run.resumeAttempts}); this wrapper is attempt ${this.attempt}: not starting ${this.name()}.`,
+      );
+    }
     if (run.status === 'CANCELING' && !isMaxRuntimeStop(run)) {
       // Canceled before its worker started: nothing to stop.
-      await reportCanceled(this.store, this.runId, 'Run canceled before its worker started its command.');
+      await this.reportQuietly(() =>
+        reportCanceled(
+          this.store,
+          this.runId,
+          'Run canceled before its worker started its command.',
+          this.attempt,
+        ),
+      );
       return this.exit(0, `run ${this.runId} was canceled before ${this.name()} started; not starting it.`);
     }
     if (run.status !== 'STARTING' && run.status !== 'STARTED') {
@@ -121,7 +144,7 @@ class Wrapper {
     });
     if (spawned) {
       const message = `Run failed: could not start command ${this.name()}: ${spawned.message}`;
-      await this.reportQuietly(() => reportFinal(this.store, this.runId, 'FAILURE', message));
+      await this.reportQuietly(() => reportFinal(this.store, this.runId, 'FAILURE', message, this.attempt));
       return this.exit((spawned as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : 126);
     }
 
@@ -135,6 +158,7 @@ class Wrapper {
 
     const exit = await exited;
     this.finishing = true;
+    clearTimeout(this.killTimer);
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, DRAIN_MS))]);
     // The final report (or the monitor) follows: no more signs of life from a command that has exited.
     clearInterval(this.heartbeats);
@@ -151,7 +175,8 @@ class Wrapper {
   private beat(progress: boolean): void {
     if (this.finishing) return;
     this.counts[progress ? 'progress' : 'heartbeats']++;
-    this.store.heartbeat(this.runId, { progress }).catch((error: unknown) => {
+    this.store.heartbeat(this.runId, { progress, attempt: this.attempt }).catch((error: unknown) => {
+      if (error instanceof WorkerSupersededError) return this.supersede(error);
       if (this.beatFailed) return;
       this.beatFailed = true;
       note(`could not record a heartbeat (later failures are not logged): ${errorText(error)}`);
@@ -171,14 +196,31 @@ class Wrapper {
         this.heartbeats = setInterval(() => this.beat(false), this.heartbeatMs);
       }
     } catch (error) {
+      if (error instanceof WorkerSupersededError) return this.supersede(error);
       note(errorText(error));
       if (error instanceof ReportRefusedError) this.stop();
     }
   }
 
+  /**
+   * A write was refused because the run was resumed with a newer worker: stop writing, stop CMD (SIGTERM to
+   * its group, SIGKILL after the grace period), and exit with WORKER_SUPERSEDED_EXIT_CODE once it is gone.
+   */
+  private supersede(error: WorkerSupersededError): void {
+    if (this.superseded) return;
+    this.superseded = error;
+    clearInterval(this.heartbeats);
+    this.progress.stop();
+    note(`${error.message} Stopping ${this.name()}.`);
+    if (this.finishing || !this.child) return;
+    if (!this.stopping) forwardSigterm(this.child);
+    this.killTimer = setTimeout(() => killCommand(this.child!), SUPERSEDED_GRACE_MS);
+    this.killTimer.unref();
+  }
+
   private readonly onSigterm = () => {
     if (!this.child) process.exit(EXIT_TERMINATED); // Nothing started yet: nothing to stop or report.
-    if (!this.finishing) this.stop();
+    if (!this.finishing && !this.superseded) this.stop();
   };
 
   /** SIGTERM to CMD's group (once); decides, from the run as it is now, whether to report CANCELED after. */
@@ -198,10 +240,11 @@ class Wrapper {
   }
 
   private async finish({ code, signal }: Exit): Promise<never> {
+    if (this.superseded) return this.exitSuperseded(code, signal);
     if (this.stopping) {
       if ((await this.stopping) === 'report') {
         const message = `Run canceled: ${this.name()} stopped after the cancel request (${signal ? `signal ${signal}` : `exit code ${code}`}).`;
-        if (await this.reportQuietly(() => reportCanceled(this.store, this.runId, message)))
+        if (await this.reportQuietly(() => reportCanceled(this.store, this.runId, message, this.attempt)))
           return this.exit(0);
         return this.exit(EXIT_TERMINATED);
       }
@@ -220,7 +263,13 @@ class Wrapper {
     }
     if (code === 0) {
       await this.reportQuietly(() =>
-        reportFinal(this.store, this.runId, 'SUCCESS', `Run succeeded: ${this.name()} exited with code 0.`),
+        reportFinal(
+          this.store,
+          this.runId,
+          'SUCCESS',
+          `Run succeeded: ${this.name()} exited with code 0.`,
+          this.attempt,
+        ),
       );
       return this.exit(0);
     }
@@ -235,20 +284,40 @@ class Wrapper {
         this.runId,
         'FAILURE',
         `Run failed: ${this.name()} exited with code ${code}.${output}`,
+        this.attempt,
       ),
     );
     return this.exit(code ?? 1);
   }
 
-  /** Runs a report; a refusal or a store error becomes one line in the log. Resolves whether it was written. */
+  /**
+   * Runs a report; a refusal or a store error becomes one line in the log. Resolves whether it was written.
+   * A superseded attempt never resolves: the wrapper exits with WORKER_SUPERSEDED_EXIT_CODE.
+   */
   private async reportQuietly(write: () => Promise<RunRecord>): Promise<boolean> {
     try {
       await write();
       return true;
     } catch (error) {
+      if (error instanceof WorkerSupersededError) {
+        this.supersede(error);
+        return this.exitSuperseded();
+      }
       note(errorText(error));
       return false;
     }
+  }
+
+  /** The end of a superseded wrapper: nothing reported, exit code 3. */
+  private exitSuperseded(code?: number | null, signal?: NodeJS.Signals | null): Promise<never> {
+    const how =
+      code === undefined
+        ? ''
+        : ` ${this.name()} ${signal ? `stopped by signal ${signal}` : `exited with code ${code}`};`;
+    return this.exit(
+      WORKER_SUPERSEDED_EXIT_CODE,
+      `superseded:${how} not reporting, the run belongs to a newer worker.`,
+    );
   }
 
   private pass(from: NodeJS.ReadableStream, to: NodeJS.WritableStream, stream: 'out' | 'err'): void {
@@ -360,6 +429,18 @@ function forwardSigterm(child: ChildProcess): void {
   }
 }
 
+/**
+ * SIGKILL to CMD, for a command that outlived its grace period. What CMD started goes when the wrapper
+ * exits: the guard then SIGKILLs the whole group.
+ */
+function killCommand(child: ChildProcess): void {
+  try {
+    child.kill('SIGKILL');
+  } catch {
+    // Already gone.
+  }
+}
+
 function leadsOwnGroup(): boolean {
   try {
     const stat = readFileSync('/proc/self/stat', 'utf8');
@@ -414,18 +495,15 @@ if (command.length === 0 || command.some((part) => part === '')) {
     'usage: wrap.js -- CMD [ARGS...] (a non-empty command; ProcessRunLauncher starts this for wrapped runs).',
   );
 }
-let target: { runId: string; storeUrl: string };
-let attempt: number;
-let heartbeatMs: number | undefined;
+let target: ReportTarget;
 try {
   target = reportTarget({}, process.env);
-  attempt = resumeAttemptOf(process.env);
-  heartbeatMs = heartbeatIntervalOf(process.env);
 } catch (error) {
   fatal(2, errorText(error));
 }
+const heartbeatMs = target.heartbeatSeconds === undefined ? undefined : target.heartbeatSeconds * 1000;
 // A store that fails under the wrapper (busy, unreadable) ends it with one line in the log, not a stack
 // trace; the guard then takes CMD down with it, and the monitor sees the worker gone.
-await new Wrapper(command, target.runId, target.storeUrl, attempt, heartbeatMs)
+await new Wrapper(command, target.runId, target.storeUrl, target.attempt ?? 0, heartbeatMs)
   .run()
   .catch((error: unknown) => fatal(1, errorText(error)));

@@ -59,3 +59,26 @@ export class LaunchError extends RunwardenError {
     super('LAUNCH_FAILED', message, options);
   }
 }
+
+/**
+ * The exit code of a run worker that stopped because it was superseded (the worker SDK, `runwarden report`
+ * and the --wrap wrapper), so a launcher or a log reader can tell it from a crash or a failure.
+ */
+export const WORKER_SUPERSEDED_EXIT_CODE = 3;
+
+/**
+ * A worker write (status, event, heartbeat) from an attempt older than the run's current one: the worker
+ * was presumed dead and the run resumed with a new worker, so this one must stop without writing.
+ */
+export class WorkerSupersededError extends RunwardenError {
+  constructor(
+    readonly runId: string,
+    readonly attempt: number,
+    readonly currentAttempt: number,
+  ) {
+    super(
+      'WORKER_SUPERSEDED',
+      `Run ${runId}: this worker (attempt ${attempt}) was superseded by attempt ${currentAttempt}; its write was refused. The run was resumed with a new worker, so this one must stop.`,
+    );
+  }
+}

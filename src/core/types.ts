@@ -111,6 +111,8 @@ export interface HeartbeatInput {
   at?: number;
   /** Also a sign of progress (a step started or finished, a line of output): sets `progressAt` too. */
   progress?: boolean;
+  /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
+  attempt?: number;
 }
 
 export interface RunEvent {
@@ -140,6 +142,8 @@ export interface TransitionChange {
   tags?: Record<string, string>;
   /** A monitor's decision: refused with LeaseLostError unless it still holds the run's partition lease. */
   lease?: LeaseToken;
+  /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
+  attempt?: number;
 }
 
 export interface EngineEventInput {
@@ -149,7 +153,15 @@ export interface EngineEventInput {
   data?: unknown;
   /** A monitor's decision: refused with LeaseLostError unless it still holds the run's partition lease. */
   lease?: LeaseToken;
+  /** The writing worker's RUNWARDEN_RESUME_ATTEMPT ("worker fencing" below); absent for monitor writes. */
+  attempt?: number;
 }
+
+// --- worker fencing --------------------------------------------------------------------------------------
+// A worker write carries `attempt`: the RUNWARDEN_RESUME_ATTEMPT it was launched with (0 for the first
+// worker, n for the worker of the n-th resume). The monitor's own writes carry none and are never fenced.
+// A store refuses, in the same atomic step as the write, a write whose attempt is older than the run's
+// `resumeAttempts` (WorkerSupersededError): that worker was presumed dead and replaced.
 
 export interface ListRunsFilter {
   statuses?: RunStatus[];

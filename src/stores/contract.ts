@@ -5,8 +5,15 @@
 //
 // A store's transition() is: load the run (RunNotFoundError if absent), `planTransition(current, change,
 // now)`, and if that returns a plan, write `plan.record` and append `plan.event` in one atomic step.
+// Worker fencing rides on the same step: planTransition and planHeartbeat call fenceWriter on the record the
+// store just read; appendEvent loads the run and calls `fenceWriter(current, event.attempt)` itself.
 import { randomUUID } from 'node:crypto';
-import { InvalidTagsError, InvalidTransitionError, RunwardenError } from '../core/errors.js';
+import {
+  InvalidTagsError,
+  InvalidTransitionError,
+  RunwardenError,
+  WorkerSupersededError,
+} from '../core/errors.js';
 import {
   ALLOWED_MOVES,
   type CreateRunInput,
@@ -62,6 +69,8 @@ export function planTransition(
   assertMoveRequest(current, change);
   const tags = change.tags === undefined ? undefined : copyTags(change.tags);
   const at = change.at === undefined ? now : validateAt(change.at);
+  // Before the compare-and-set: a superseded worker must learn it, even when its move would not apply.
+  fenceWriter(current, change.attempt);
   if (!applies(current, change)) return undefined;
 
   const record = copyRecord(current);
@@ -118,6 +127,32 @@ function isMove(from: RunStatus, to: RunStatus): boolean {
   return Object.hasOwn(ALLOWED_MOVES, from) && ALLOWED_MOVES[from].includes(to);
 }
 
+// --- worker fencing --------------------------------------------------------------------------------------
+
+/**
+ * The worker fence, one rule for every store: a write carrying `attempt` (a worker's
+ * RUNWARDEN_RESUME_ATTEMPT) is refused with WorkerSupersededError when the run has been resumed past it
+ * (`attempt < current.resumeAttempts`). A write without one (the monitor's) is never fenced. Stores call it
+ * inside their atomic write, after reading the run and before writing, so a resume that commits first is
+ * always seen. Throws INVALID_ATTEMPT for an attempt that is not a whole number >= 0.
+ */
+export function fenceWriter(current: RunRecord, attempt: number | undefined): void {
+  if (attempt === undefined) return;
+  validateAttempt(attempt);
+  if (attempt < current.resumeAttempts) {
+    throw new WorkerSupersededError(current.runId, attempt, current.resumeAttempts);
+  }
+}
+
+function validateAttempt(attempt: unknown): asserts attempt is number {
+  if (typeof attempt !== 'number' || !Number.isSafeInteger(attempt) || attempt < 0) {
+    throw new RunwardenError(
+      'INVALID_ATTEMPT',
+      `\`attempt\` must be a whole number >= 0 (the worker's RUNWARDEN_RESUME_ATTEMPT); got ${describe(attempt)}.`,
+    );
+  }
+}
+
 // --- creating runs, tags, engine events ------------------------------------------------------------------
 
 /** The record a createRun writes: validated id (generated when absent), copied tags, `at` or now. */
@@ -144,6 +179,7 @@ export function planHeartbeat(current: RunRecord, beat: HeartbeatInput, now: num
     throw new RunwardenError('INVALID_HEARTBEAT', `A heartbeat must be an object; got ${describe(beat)}.`);
   }
   const at = beat.at === undefined ? now : validateAt(beat.at);
+  fenceWriter(current, beat.attempt);
   if (isTerminal(current.status)) return undefined;
   const record = copyRecord(current);
   record.heartbeatAt = at;
@@ -171,6 +207,8 @@ export function planEngineEvent(event: EngineEventInput, now: number): PlannedEv
     throw invalidEvent(`An ENGINE_EVENT message must be a string; got ${describe(event.message)}.`);
   }
   const at = event.at === undefined ? now : validateAt(event.at);
+  // Checked here, before the store reads the run, so bad input is refused whatever the run's state.
+  if (event.attempt !== undefined) validateAttempt(event.attempt);
   const planned: PlannedEvent = { type: 'ENGINE_EVENT', message: event.message, at };
   const dataJson = serializeEventData(event.data);
   if (dataJson !== undefined) planned.dataJson = dataJson;

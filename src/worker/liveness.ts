@@ -7,48 +7,26 @@
 // Timers are unref'd: a worker whose code is done never stays alive just to heartbeat. A failed write (the
 // store busy) never throws into the worker: it is said once in the log and tried again at the next tick.
 import { errorText } from '../../machines/messages.js';
-import { RunwardenError } from '../core/errors.js';
+import { RunwardenError, WorkerSupersededError } from '../core/errors.js';
 import type { RunStore } from '../core/types.js';
+import { isHeartbeatInterval, MAX_HEARTBEAT_SECONDS } from './env.js';
 
 /** Progress writes are coalesced to at most one per this long. */
 export const PROGRESS_INTERVAL_MS = 1000;
-/** Node's longest timer: a longer interval would fire at once, and then every millisecond. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * Seconds between heartbeats: the `heartbeatSeconds` option, else `RUNWARDEN_HEARTBEAT_SECONDS` (set by the
- * launcher for runs with a heartbeat timeout), else undefined (no heartbeats).
+ * Seconds between heartbeats: the `heartbeatSeconds` option, else `RUNWARDEN_HEARTBEAT_SECONDS` as
+ * parseWorkerEnv read it (set by the launcher for runs with a heartbeat timeout), else undefined (none).
  */
-export function parseHeartbeatSeconds(
-  option: unknown,
-  envName: string,
-  envText: string | undefined,
-): number | undefined {
-  if (option !== undefined) {
-    if (!isInterval(option)) {
-      throw new RunwardenError(
-        'INVALID_OPTION',
-        `heartbeatSeconds must be a number of seconds > 0 and <= ${MAX_TIMER_MS / 1000}; got ${show(option)}.`,
-      );
-    }
-    return option;
-  }
-  // Empty counts as unset, as RUNWARDEN_RESUME_ATTEMPT does.
-  if (envText === undefined || envText === '') return undefined;
-  const seconds = Number(envText);
-  if (!isInterval(seconds)) {
+export function heartbeatSecondsOf(option: unknown, fromEnv: number | undefined): number | undefined {
+  if (option === undefined) return fromEnv;
+  if (!isHeartbeatInterval(option)) {
     throw new RunwardenError(
-      'WORKER_ENV_INVALID',
-      `${envName} must be a number of seconds > 0 and <= ${MAX_TIMER_MS / 1000}; got ${JSON.stringify(envText)}.`,
+      'INVALID_OPTION',
+      `heartbeatSeconds must be a number of seconds > 0 and <= ${MAX_HEARTBEAT_SECONDS}; got ${show(option)}.`,
     );
   }
-  return seconds;
-}
-
-function isInterval(seconds: unknown): seconds is number {
-  return (
-    typeof seconds === 'number' && Number.isFinite(seconds) && seconds > 0 && seconds * 1000 <= MAX_TIMER_MS
-  );
+  return option;
 }
 
 function show(value: unknown): string {
@@ -63,7 +41,8 @@ const WRITE_NAMES: Record<WriteKind, { one: string; all: string }> = {
 
 /**
  * One line when a kind of write starts failing and one when it works again, rather than a line per tick of a
- * store that stays busy.
+ * store that stays busy. A write refused because the worker was superseded is no failure to retry: it goes
+ * to `superseded`, which stops the worker.
  */
 export class WriteFailures {
   private readonly failing = new Map<WriteKind, number>();
@@ -71,9 +50,14 @@ export class WriteFailures {
   constructor(
     private readonly runId: string,
     private readonly notice: (message: string) => void,
+    private readonly superseded: (error: WorkerSupersededError) => void,
   ) {}
 
   failed(kind: WriteKind, error: unknown): void {
+    if (error instanceof WorkerSupersededError) {
+      this.superseded(error);
+      return;
+    }
     const count = (this.failing.get(kind) ?? 0) + 1;
     this.failing.set(kind, count);
     if (count === 1) {
@@ -93,6 +77,12 @@ export class WriteFailures {
   }
 }
 
+interface BeatContext {
+  runId: string;
+  store: RunStore;
+  attempt: number;
+}
+
 /** The SDK's heartbeat: one now, then one every `intervalMs`, until stopped. */
 export class TimerHeartbeat {
   private timer: NodeJS.Timeout | undefined;
@@ -105,7 +95,7 @@ export class TimerHeartbeat {
   ) {}
 
   /** Resolves once the first heartbeat is written (or has failed, which is only logged). */
-  start(context: { runId: string; store: RunStore }): Promise<void> {
+  start(context: BeatContext): Promise<void> {
     if (this.stopped || this.timer) return Promise.resolve();
     this.timer = setInterval(() => void this.beat(context), this.intervalMs);
     this.timer.unref();
@@ -120,12 +110,13 @@ export class TimerHeartbeat {
     await this.writing;
   }
 
-  private beat({ runId, store }: { runId: string; store: RunStore }): Promise<void> {
+  private beat({ runId, store, attempt }: BeatContext): Promise<void> {
     // A write still in flight (a slow store): this tick is skipped rather than piled up behind it.
     if (this.stopped || this.writing) return this.writing ?? Promise.resolve();
     const write = (async () => {
       try {
-        await store.heartbeat(runId);
+        // The attempt fences the beat: a superseded worker's heartbeat is refused and stops it.
+        await store.heartbeat(runId, { attempt });
         this.failures.succeeded('heartbeat');
       } catch (error) {
         this.failures.failed('heartbeat', error);
@@ -217,12 +208,13 @@ export class ProgressWriter {
 
   private async write(message: string | undefined): Promise<void> {
     try {
-      await this.store.heartbeat(this.runId, { progress: true });
+      await this.store.heartbeat(this.runId, { progress: true, attempt: this.attempt });
       if (message !== undefined) {
         await this.store.appendEvent(this.runId, {
           type: 'ENGINE_EVENT',
           message,
           data: { progress: true, attempt: this.attempt },
+          attempt: this.attempt,
         });
       }
       this.failures.succeeded('progress');

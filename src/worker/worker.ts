@@ -17,22 +17,33 @@
 // heartbeats and a hung worker looks hung. Steps starting and finishing, and `run.progress()`, are signs of
 // progress, written at most once a second (src/worker/liveness.ts).
 //
+// Fencing: every write carries the worker's attempt (RUNWARDEN_RESUME_ATTEMPT). Once the monitor has resumed
+// the run with a newer worker, the store refuses this one's writes (WorkerSupersededError); the worker then
+// stops: `run.signal` aborts with that error, heartbeats stop, every later call throws it, and the process
+// exits with WORKER_SUPERSEDED_EXIT_CODE (3) after one line on stderr (`onSuperseded` replaces that).
+//
 // This module imports no XState and no monitor code: a worker loads only the store it writes to.
 import { errorText } from '../../machines/messages.js';
-import { RunNotFoundError, RunwardenError } from '../core/errors.js';
+import {
+  RunNotFoundError,
+  RunwardenError,
+  WORKER_SUPERSEDED_EXIT_CODE,
+  WorkerSupersededError,
+} from '../core/errors.js';
 import { isMaxRuntimeStop } from '../stores/contract.js';
-import { openStore, STORE_ENV } from '../stores/store-url.js';
-import { isTerminal, type RunRecord, type RunStatus, type RunStore, TAGS } from '../core/types.js';
-import { parseHeartbeatSeconds, ProgressWriter, TimerHeartbeat, WriteFailures } from './liveness.js';
+import { openStore } from '../stores/store-url.js';
+import {
+  type EngineEventInput,
+  isTerminal,
+  type RunRecord,
+  type RunStatus,
+  type RunStore,
+  TAGS,
+} from '../core/types.js';
+import { parseWorkerEnv, RUN_WORKER_ENV } from './env.js';
+import { heartbeatSecondsOf, ProgressWriter, TimerHeartbeat, WriteFailures } from './liveness.js';
 
-/** Environment variables a launcher gives a run worker (ProcessRunLauncher sets the first three). */
-export const RUN_WORKER_ENV = {
-  runId: 'RUNWARDEN_RUN_ID',
-  resumeAttempt: 'RUNWARDEN_RESUME_ATTEMPT',
-  store: STORE_ENV,
-  /** Seconds between heartbeats; set by the launcher for runs that have a heartbeat timeout. */
-  heartbeatSeconds: 'RUNWARDEN_HEARTBEAT_SECONDS',
-} as const;
+export { RUN_WORKER_ENV } from './env.js';
 
 /** `data.status` of the step events a worker appends. Only `completed` matters to a resumed worker. */
 export type StepEventStatus = 'started' | 'completed' | 'skipped' | 'failed' | 'canceled';
@@ -64,6 +75,7 @@ export interface WorkerHeartbeat {
 
 export interface HeartbeatContext {
   runId: string;
+  /** Pass it with every beat (`store.heartbeat(runId, { attempt })`) so that a superseded worker is refused. */
   attempt: number;
   store: RunStore;
   /** Aborts when the worker is canceled or finishes. */
@@ -92,8 +104,15 @@ export interface StartRunWorkerOptions {
   env?: Record<string, string | undefined>;
   /** Install the SIGTERM handler. Default true. Turn it off only if your program handles SIGTERM itself. */
   handleSignals?: boolean;
-  /** How the worker ends the process after a SIGTERM. Default: process.exit. */
+  /** How the worker ends the process after a SIGTERM or once superseded. Default: process.exit. */
   exit?: (code: number) => void;
+  /**
+   * Called once when the store refuses a write because the run was resumed with a newer worker, after the
+   * worker has stopped its heartbeats and released the store. Default: a line on stderr (`notice`), then
+   * `exit(WORKER_SUPERSEDED_EXIT_CODE)`, i.e. 3. A replacement that returns leaves the process running;
+   * every later call on the run handle still throws the WorkerSupersededError.
+   */
+  onSuperseded?: (error: WorkerSupersededError) => void;
   /** Where SIGTERM is listened for. Default: process (tests pass an EventEmitter and emit 'SIGTERM'). */
   signals?: SignalSource;
   /**
@@ -156,11 +175,14 @@ export class RunWorker {
   private readonly exit: (code: number) => void;
   private readonly signals: SignalSource;
   private readonly notice: (message: string) => void;
+  private readonly onSuperseded: ((error: WorkerSupersededError) => void) | undefined;
   private handlingSignals = false;
   private finished = false;
   private canceled = false;
-  private released = false;
+  private releasing: Promise<void> | undefined;
   private exited = false;
+  /** Set once the store refused a write of this worker's attempt: every later call throws it. */
+  private supersededBy: WorkerSupersededError | undefined;
   private termination: Promise<void> | undefined;
 
   /** @internal Use startRunWorker(). */
@@ -170,23 +192,35 @@ export class RunWorker {
     options: {
       runId: string;
       attempt: number;
-      heartbeat: WorkerHeartbeat;
+      /** Undefined: the SDK's timer heartbeat when heartbeatSeconds is set, else none. */
+      heartbeat: WorkerHeartbeat | undefined;
       heartbeatSeconds: number | undefined;
-      failures: WriteFailures;
       exit: (code: number) => void;
       signals: SignalSource;
       notice: (message: string) => void;
+      onSuperseded: ((error: WorkerSupersededError) => void) | undefined;
     },
   ) {
     this.runId = options.runId;
     this.attempt = options.attempt;
     this.signal = this.controller.signal;
-    this.heartbeat = options.heartbeat;
     this.heartbeatSeconds = options.heartbeatSeconds;
-    this.progressWriter = new ProgressWriter(store, this.runId, this.attempt, options.failures);
     this.exit = options.exit;
     this.signals = options.signals;
     this.notice = options.notice;
+    this.onSuperseded = options.onSuperseded;
+    const failures = new WriteFailures(this.runId, this.notice, (error) => this.supersede(error));
+    this.heartbeat =
+      options.heartbeat ??
+      (this.heartbeatSeconds === undefined
+        ? noHeartbeat
+        : new TimerHeartbeat(this.heartbeatSeconds * 1000, failures));
+    this.progressWriter = new ProgressWriter(store, this.runId, this.attempt, failures);
+  }
+
+  /** The refusal that stopped this worker, once the run was resumed with a newer one; else undefined. */
+  get superseded(): WorkerSupersededError | undefined {
+    return this.supersededBy;
   }
 
   /** True once this worker was resumed by the monitor after an earlier worker of the run died. */
@@ -242,6 +276,7 @@ export class RunWorker {
    * write (of a burst, only the latest message; use log() for every one). Does nothing after the final report.
    */
   progress(message?: string): void {
+    if (this.supersededBy) throw this.supersededBy;
     if (message !== undefined && typeof message !== 'string') {
       throw new RunwardenError(
         'INVALID_PROGRESS',
@@ -253,7 +288,7 @@ export class RunWorker {
 
   /** Appends an ENGINE_EVENT to the run's event log. */
   async log(message: string, data?: unknown): Promise<void> {
-    await this.store.appendEvent(this.runId, { type: 'ENGINE_EVENT', message, data });
+    await this.appendEvent({ type: 'ENGINE_EVENT', message, data });
   }
 
   /**
@@ -281,7 +316,7 @@ export class RunWorker {
     await this.progressWriter.flush();
     const text = errorText(error);
     try {
-      await this.store.appendEvent(this.runId, {
+      await this.appendEvent({
         type: 'ENGINE_EVENT',
         message: `Run worker failed: ${text}`,
         data: { error: text, stack: error instanceof Error ? error.stack : undefined, attempt: this.attempt },
@@ -312,7 +347,7 @@ export class RunWorker {
     }
     let run = await this.mustGetRun();
     if (run.status === 'STARTING') {
-      const started = await this.store.transition(this.runId, {
+      const started = await this.transition({
         to: 'STARTED',
         from: ['STARTING'],
         message: `Run worker started (pid ${process.pid}${this.attempt > 0 ? `, attempt ${this.attempt}` : ''}).`,
@@ -321,7 +356,7 @@ export class RunWorker {
     } else if (run.status === 'STARTED') {
       // The monitor resumed this run after its worker died: the run stays STARTED and max runtime keeps
       // counting from the first start.
-      await this.store.appendEvent(this.runId, {
+      await this.appendEvent({
         type: 'ENGINE_EVENT',
         message: `Run worker resumed (attempt ${this.attempt})`,
         data: { attempt: this.attempt, pid: process.pid },
@@ -400,12 +435,67 @@ export class RunWorker {
   }
 
   private async record(message: string, data: StepEventData): Promise<void> {
-    await this.store.appendEvent(this.runId, { type: 'ENGINE_EVENT', message, data });
+    await this.appendEvent({ type: 'ENGINE_EVENT', message, data });
+  }
+
+  // --- fenced writes: every write carries this worker's attempt ----------------------------------------
+
+  private transition(change: {
+    to: RunStatus;
+    from: RunStatus[];
+    message: string;
+  }): Promise<RunRecord | undefined> {
+    return this.fenced(() => this.store.transition(this.runId, { ...change, attempt: this.attempt }));
+  }
+
+  private appendEvent(event: EngineEventInput): Promise<unknown> {
+    return this.fenced(() => this.store.appendEvent(this.runId, { ...event, attempt: this.attempt }));
+  }
+
+  /**
+   * Runs a write; a refusal for a superseded attempt stops the worker, and still rejects to the caller. The
+   * write's own promise is returned (no extra await), so fencing adds no turn of the event loop to a step.
+   */
+  private fenced<T>(write: () => Promise<T>): Promise<T> {
+    if (this.supersededBy) return Promise.reject(this.supersededBy);
+    const written = write();
+    // Registered before the caller's handler, so the worker is stopping by the time the caller hears of it.
+    written.catch((error: unknown) => {
+      if (error instanceof WorkerSupersededError) this.supersede(error);
+    });
+    return written;
+  }
+
+  /**
+   * Superseded: stop everything this worker does and release the store, then say so and exit at once (or call
+   * onSuperseded), before the refused write's rejection can reach the caller's code as a crash.
+   */
+  private supersede(error: WorkerSupersededError): void {
+    if (this.supersededBy) return;
+    this.supersededBy = error;
+    this.finished = true;
+    // Steps see why they should stop: not a cancel, a newer worker owns the run.
+    if (!this.signal.aborted) this.controller.abort(error);
+    void this.release().catch(() => {});
+    if (!this.onSuperseded) {
+      this.notice(`${error.message} Exiting with code ${WORKER_SUPERSEDED_EXIT_CODE}.`);
+      this.exitOnce(WORKER_SUPERSEDED_EXIT_CODE);
+      return;
+    }
+    try {
+      this.onSuperseded(error);
+    } catch (hookError) {
+      this.notice(`Run ${this.runId}: onSuperseded threw: ${errorText(hookError)}`);
+    }
   }
 
   private readonly onSigterm = () => {
     if (this.termination) return;
-    this.termination = this.terminate();
+    // A failed final write (store busy, superseded) must not become an unhandled rejection that kills the
+    // process before it exits the way it means to.
+    this.termination = this.terminate().catch((error: unknown) => {
+      if (!(error instanceof WorkerSupersededError)) this.notice(`Run ${this.runId}: ${errorText(error)}`);
+    });
   };
 
   /** SIGTERM: leave the outcome to the monitor, or finish the current step's cleanup and report CANCELED. */
@@ -471,7 +561,7 @@ export class RunWorker {
     from: RunStatus[],
     message: string,
   ): Promise<RunRecord | undefined> {
-    const written = await this.store.transition(this.runId, { to, from, message });
+    const written = await this.transition({ to, from, message });
     return written ?? (await this.store.getRun(this.runId));
   }
 
@@ -486,7 +576,8 @@ export class RunWorker {
   private exitOnce(code: number): void {
     if (this.exited) return;
     this.exited = true;
-    this.exit(code);
+    // Superseded wins over whatever path was exiting (a SIGTERM's cancel whose CANCELED was refused).
+    this.exit(this.supersededBy && !this.onSuperseded ? WORKER_SUPERSEDED_EXIT_CODE : code);
   }
 
   private async waitForTermination(): Promise<RunRecord | undefined> {
@@ -495,6 +586,7 @@ export class RunWorker {
   }
 
   private assertRunning(): void {
+    if (this.supersededBy) throw this.supersededBy;
     if (this.canceled) throw new RunCanceledError(this.runId);
     if (this.finished) {
       throw new RunwardenError(
@@ -510,9 +602,13 @@ export class RunWorker {
     return run;
   }
 
-  private async release(): Promise<void> {
-    if (this.released) return;
-    this.released = true;
+  /** Idempotent: every caller waits for the same release. */
+  private release(): Promise<void> {
+    this.releasing ??= this.releaseOnce();
+    return this.releasing;
+  }
+
+  private async releaseOnce(): Promise<void> {
     if (this.handlingSignals) this.signals.off('SIGTERM', this.onSigterm);
     this.handlingSignals = false;
     // Anything still listening (a step started without awaiting it) learns the worker is done.
@@ -536,42 +632,35 @@ export class RunWorker {
  * and installs the SIGTERM handler. Throws when the run does not exist, has ended, or is being stopped.
  */
 export async function startRunWorker(options: StartRunWorkerOptions = {}): Promise<RunWorker> {
-  const env = options.env ?? process.env;
-  const runId = options.runId ?? env[RUN_WORKER_ENV.runId];
+  const env = parseWorkerEnv(options.env ?? process.env);
+  const runId = options.runId ?? env.runId;
   if (!runId) {
     throw new RunwardenError(
       'WORKER_ENV_MISSING',
       `${RUN_WORKER_ENV.runId} is not set: a run worker is started by a Runwarden launcher (or pass { runId }).`,
     );
   }
-  const attempt = options.resumeAttempt ?? parseAttempt(env[RUN_WORKER_ENV.resumeAttempt]);
-  const storeOption = options.store ?? env[RUN_WORKER_ENV.store];
+  const attempt = options.resumeAttempt ?? env.attempt;
+  const storeOption = options.store ?? env.store;
   if (storeOption === undefined || storeOption === '') {
     throw new RunwardenError(
       'WORKER_ENV_MISSING',
       `${RUN_WORKER_ENV.store} is not set: a run worker needs the store location (e.g. sqlite:/var/lib/runwarden/runs.db), or pass { store }.`,
     );
   }
-  const heartbeatSeconds = parseHeartbeatSeconds(
-    options.heartbeatSeconds,
-    RUN_WORKER_ENV.heartbeatSeconds,
-    env[RUN_WORKER_ENV.heartbeatSeconds],
-  );
+  const heartbeatSeconds = heartbeatSecondsOf(options.heartbeatSeconds, env.heartbeatSeconds);
   const notice = options.notice ?? ((message: string) => process.stderr.write(`${message}\n`));
-  const failures = new WriteFailures(runId, notice);
   const owns = typeof storeOption === 'string';
   const store = owns ? openStore(storeOption) : storeOption;
   const worker = new RunWorker(store, owns, {
     runId,
     attempt,
-    heartbeat:
-      options.heartbeat ??
-      (heartbeatSeconds === undefined ? noHeartbeat : new TimerHeartbeat(heartbeatSeconds * 1000, failures)),
+    heartbeat: options.heartbeat,
     heartbeatSeconds,
-    failures,
     exit: options.exit ?? ((code) => process.exit(code)),
     signals: options.signals ?? process,
     notice,
+    onSuperseded: options.onSuperseded,
   });
   try {
     await worker.begin(options.handleSignals !== false);
@@ -594,23 +683,13 @@ export async function runWorker(
   try {
     await main(run);
   } catch (error) {
+    // Superseded: the worker is already stopping (and exiting); it reports nothing more.
+    if (run.superseded) return;
     await run.fail(error);
     process.exitCode = 1;
     return;
   }
   await run.succeed();
-}
-
-function parseAttempt(text: string | undefined): number {
-  if (text === undefined || text === '') return 0;
-  const attempt = Number(text);
-  if (!Number.isInteger(attempt) || attempt < 0) {
-    throw new RunwardenError(
-      'WORKER_ENV_INVALID',
-      `${RUN_WORKER_ENV.resumeAttempt} must be a whole number >= 0; got ${JSON.stringify(text)}.`,
-    );
-  }
-  return attempt;
 }
 
 function toJson(value: unknown): { ok: true; value: unknown } | { ok: false } {

@@ -8,6 +8,7 @@ import {
   partitionOf,
   planRelease,
   planRenewal,
+  fenceWriter,
   hasTags,
   type ListenerErrorHandler,
   Listeners,
@@ -116,7 +117,7 @@ export class MemoryRunStore implements RunStore {
 
   async appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent> {
     const planned = planEngineEvent(event, this.clock.now());
-    this.mustGet(runId);
+    fenceWriter(this.mustGet(runId), event.attempt);
     this.fence(runId, event.lease);
     return toRunEvent(this.append(runId, planned));
   }

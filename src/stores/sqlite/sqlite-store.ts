@@ -8,6 +8,7 @@ import {
   partitionOf,
   planRelease,
   planRenewal,
+  fenceWriter,
   type ListenerErrorHandler,
   Listeners,
   pageSize,
@@ -396,7 +397,7 @@ export class SqliteRunStore implements RunStore {
     return this.guard(() => {
       const planned = planEngineEvent(event, this.clock.now());
       return this.write(() => {
-        if (!this.sql.runExists.get(runId)) throw new RunNotFoundError(runId);
+        this.fenceEventWriter(runId, event.attempt);
         this.fence(runId, event.lease);
         const row = this.insertEvent(runId, planned);
         return { result: toEvent(row), events: [row] };
@@ -551,6 +552,18 @@ export class SqliteRunStore implements RunStore {
     if (lease === undefined) return;
     const row = this.sql.getLease.get(partitionOf(runId)) as LeaseDbRow | undefined;
     checkLease(runId, lease, row && toLeaseRow(row));
+  }
+
+  /** Inside appendEvent's transaction: the run must exist and, for a worker's event, not have moved past its attempt. */
+  private fenceEventWriter(runId: string, attempt: number | undefined): void {
+    if (attempt === undefined) {
+      // The monitor's events: only existence matters, and the cheaper check does for it.
+      if (!this.sql.runExists.get(runId)) throw new RunNotFoundError(runId);
+      return;
+    }
+    const row = this.sql.getRun.get(runId) as RunRow | undefined;
+    if (!row) throw new RunNotFoundError(runId);
+    fenceWriter(toRecord(row), attempt);
   }
 
   private insertEvent(runId: string, event: PlannedEvent): EventRow {
