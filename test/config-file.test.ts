@@ -187,10 +187,10 @@ logging: debug
     const moved = withStore(defaultConfig('/srv'), { kind: 'sqlite', path: '/data/runs.db' });
     expect(moved.storage.sqlite.path).toBe('/data/runs.db');
     expect(moved.launcher.process.logDir).toBe('/data/logs');
-    const pinned = withStore(
-      parseConfigFile('launcher: { process: { log_dir: /var/log/rw } }\n', FILE),
-      { kind: 'sqlite', path: '/data/runs.db' },
-    );
+    const pinned = withStore(parseConfigFile('launcher: { process: { log_dir: /var/log/rw } }\n', FILE), {
+      kind: 'sqlite',
+      path: '/data/runs.db',
+    });
     expect(pinned.launcher.process.logDir).toBe('/var/log/rw');
   });
 });
@@ -203,14 +203,20 @@ describe('store URLs', () => {
       kind: 'sqlite',
       path: '/srv/runs.db',
     });
-    expect(parseStoreUrl('SQLITE:./a/b.db', { baseDir: '/srv' })).toEqual({ kind: 'sqlite', path: '/srv/a/b.db' });
+    expect(parseStoreUrl('SQLITE:./a/b.db', { baseDir: '/srv' })).toEqual({
+      kind: 'sqlite',
+      path: '/srv/a/b.db',
+    });
     expect(formatStoreUrl({ kind: 'sqlite', path: '/var/runs.db' })).toBe('sqlite:/var/runs.db');
   });
 
   it('refuses anything else with a message showing the accepted form', () => {
     for (const [url, text] of [
       ['/var/runs.db', /expected sqlite:<path to the database file>/],
-      ['mysql://bob:pw@host/db', /"mysql:\/\/bob:\*\*\*@host\/db": expected sqlite:<path>.* or postgres:\/\//],
+      [
+        'mysql://bob:pw@host/db',
+        /"mysql:\/\/bob:\*\*\*@host\/db": expected sqlite:<path>.* or postgres:\/\//,
+      ],
       ['sqlite://host/runs.db', /use sqlite:\/absolute\/path/],
       ['sqlite:', /give the path of a database file/],
       ['sqlite::memory:', /can't be shared with run workers/],
