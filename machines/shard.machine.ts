@@ -2,6 +2,7 @@
 // stop, so the supervisor never spawns runs itself: it fills one shard up to `shardSize`, seals it, opens
 // the next, and stops a sealed shard once its last run has finished.
 import { type ActorRefFrom, assign, enqueueActions, sendParent, setup, stopChild } from 'xstate';
+import { partitionOf } from '../src/stores/contract.js';
 import { type RunInput, type RunMachineEvent, runMachine } from './run.machine.js';
 
 /** Run actors register under this system id, so anyone holding the system can route to them in O(1). */
@@ -24,8 +25,18 @@ export interface RunSpawn {
 export type ShardEvent =
   | { type: 'runs.spawn'; runs: RunSpawn[] }
   | { type: 'shard.seal' }
+  | RunsReleaseEvent
   | { type: 'xstate.done.actor.*'; actorId: string }
   | { type: 'xstate.error.actor.*'; actorId: string; error: unknown };
+
+/**
+ * Another monitor owns these partitions now (several monitors on one store): their run actors stop at once,
+ * without acting. Deadlines are absolute, so the new owner arms the same ones.
+ */
+export interface RunsReleaseEvent {
+  type: 'runs.release';
+  partitions: number[];
+}
 
 /** A run actor that threw; `runId` is read from its last snapshot (its child id is only a slot number). */
 export interface RunActorError {
@@ -80,6 +91,18 @@ export const shardMachine = setup({
       enqueue(stopChild(event.actorId));
       enqueue.assign({ running: ({ context }) => context.running - 1 });
     }),
+    releaseRuns: enqueueActions(({ event, enqueue, self }) => {
+      if (event.type !== 'runs.release') return;
+      const partitions = new Set(event.partitions);
+      let released = 0;
+      for (const child of Object.values(self.getSnapshot().children)) {
+        const run = (child as ActorRefFrom<typeof runMachine>).getSnapshot().context.run;
+        if (!partitions.has(partitionOf(run.runId))) continue;
+        enqueue(stopChild(child as ActorRefFrom<typeof runMachine>));
+        released += 1;
+      }
+      if (released > 0) enqueue.assign({ running: ({ context }) => context.running - released });
+    }),
     // Host-provided: log a run actor that failed. The shard drops it; the next sweep spawns a fresh one.
     // (`failedRun` says which run it was.)
     reportRunActorError: () => {},
@@ -105,6 +128,7 @@ export const shardMachine = setup({
         // supervisor, and with it the monitoring of every run.
         'xstate.error.actor.*': { actions: ['reportRunActorError', 'stopFinishedRun'], target: 'checking' },
         'shard.seal': { actions: 'seal', target: 'checking' },
+        'runs.release': { actions: 'releaseRuns', target: 'checking' },
       },
     },
     checking: {

@@ -5,7 +5,13 @@ import { assign, enqueueActions, fromCallback, setup, stopChild } from 'xstate';
 import type { HealthResult, RunRecord } from '../src/core/types.js';
 import { isTerminal, RUN_STATUSES } from '../src/core/types.js';
 import { newerRun, type RunInput, type RunMachineEvent } from './run.machine.js';
-import { type RunSpawn, runSystemId, type ShardParentEvent, shardMachine } from './shard.machine.js';
+import {
+  type RunSpawn,
+  type RunsReleaseEvent,
+  runSystemId,
+  type ShardParentEvent,
+  shardMachine,
+} from './shard.machine.js';
 
 export interface SupervisorInput {
   shardSize: number;
@@ -28,6 +34,7 @@ export type SupervisorEvent =
   | { type: 'runs.updated'; runs: RunRecord[] }
   | { type: 'health.checked'; run: RunRecord; result: HealthResult }
   | { type: 'poll.done' }
+  | RunsReleaseEvent
   | ShardParentEvent;
 
 export interface PollHealthInput {
@@ -153,6 +160,16 @@ export const supervisorMachine = setup({
     }),
     // Host-provided: log a record the supervisor could not use.
     reportBadRecord: (_, _params: { problem: string }) => {},
+    // Every shard stops its runs in the released partitions (a shard does not know its runs' partitions
+    // in advance, and releases are rare: a rebalance or a lost lease).
+    releaseRuns: enqueueActions(({ event, enqueue, self }) => {
+      if (event.type !== 'runs.release') return;
+      // (Read defensively: xstate/graph walks the machine with a stand-in `self` that has no snapshot.)
+      const children: Record<string, unknown> = self.getSnapshot()?.children ?? {};
+      for (const id of Object.keys(children)) {
+        if (id.startsWith('shard-')) enqueue.sendTo(id, event);
+      }
+    }),
     stopDrainedShard: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'shard.drained') return;
       enqueue(stopChild(event.shardId));
@@ -172,6 +189,7 @@ export const supervisorMachine = setup({
     'runs.updated': { actions: 'route' },
     'health.checked': { actions: 'route' },
     'shard.drained': { actions: 'stopDrainedShard' },
+    'runs.release': { actions: 'releaseRuns' },
   },
   initial: 'polling',
   states: {

@@ -75,6 +75,7 @@ describe('DagsterRunMonitoringConfig', () => {
       | 'shard_size'
       | 'crash_brake'
       | 'dry_run'
+      | 'lease_seconds'
       | 'free_slots_after_run_end_seconds'
     >();
     expectTypeOf<DagsterRunMonitoringConfig['enabled']>().toEqualTypeOf<boolean | undefined>();
@@ -102,6 +103,7 @@ describe('DagsterRunMonitoringConfig', () => {
       shard_size: 1,
       crash_brake: { ratio: 0.5, min_runs: 2, max_hold_seconds: 3 },
       dry_run: true,
+      lease_seconds: 1,
       free_slots_after_run_end_seconds: 1,
     };
     const { free_slots_after_run_end_seconds: _ignored, ...ours } = everyKey;

@@ -46,6 +46,7 @@ describe('parseMonitorConfig: defaults', () => {
     shardSize: 128,
     crashBrake: { ratio: 0.5, minRuns: 20, maxHoldSeconds: 600 },
     dryRun: false,
+    leaseSeconds: 15,
   };
 
   it('DEFAULT_CONFIG holds the documented defaults and is frozen', () => {
@@ -107,6 +108,7 @@ describe('parseMonitorConfig: accepted spellings', () => {
     shardSize: 1,
     crashBrake: { ratio: 0.25, minRuns: 5, maxHoldSeconds: 30 },
     dryRun: true,
+    leaseSeconds: 4,
   };
   const snake = Object.fromEntries(
     Object.entries(full).map(([k, v]) => [SNAKE_CASE_KEYS[k as keyof MonitorConfig], v]),
@@ -137,6 +139,7 @@ describe('parseMonitorConfig: accepted spellings', () => {
       // The block's own keys take either spelling.
       crash_brake: { ratio: 0.25, minRuns: 5, maxHoldSeconds: 30 },
       dry_run: true,
+      lease_seconds: 4,
     });
     expect(parseMonitorConfig(snake)).toEqual(full);
   });
@@ -270,6 +273,8 @@ describe('parseMonitorConfig: errors name the field as spelled', () => {
     ['storeRetrySeconds', '5', `expected ${INTERVAL}, got the string "5" (write the number without quotes)`],
     ['launcher_timeout_seconds', -1, `expected ${SECONDS} and <= 2147483, got -1`],
     ['launcherTimeoutSeconds', 1e9, `expected ${SECONDS} and <= 2147483, got 1000000000`],
+    ['lease_seconds', 0, `expected ${INTERVAL}, got 0`],
+    ['leaseSeconds', '15', `expected ${INTERVAL}, got the string "15" (write the number without quotes)`],
   ])('%s = %o', (key, value, message) => {
     const error = configError({ [key]: value });
     expect(error.issues).toEqual([{ path: key, message }]);

@@ -34,6 +34,11 @@ export interface MonitorConfig {
   crashBrake: CrashBrakeConfig;
   /** Decide everything, act on nothing: each decision is only written as a `Would have …` ENGINE_EVENT. */
   dryRun: boolean;
+  /**
+   * Several monitors on one store: how long a monitor's partition leases last without renewal (renewed every
+   * third of it). A monitor that dies has its runs taken over within about this long.
+   */
+  leaseSeconds: number;
 }
 
 export interface CrashBrakeConfig {
@@ -170,6 +175,7 @@ const FIELDS = {
     }),
   },
   dryRun: { snake: 'dry_run', kind: boolean, default: false },
+  leaseSeconds: { snake: 'lease_seconds', kind: interval, default: 15 },
 } as const satisfies {
   [K in keyof MonitorConfig]: { snake: string; kind: Kind<MonitorConfig[K]>; default: MonitorConfig[K] };
 };

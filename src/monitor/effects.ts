@@ -19,19 +19,35 @@ import {
 import { resolveLivenessSeconds, resolveMaxRuntimeSeconds } from '../core/config.js';
 import { RunwardenError } from '../core/errors.js';
 import { type RunRecord, TAGS } from '../core/types.js';
-import { type MonitorHost, mustGetRun, runLogger } from './host.js';
+import { isLeaseLost, type MonitorHost, mustGetRun, runLogger } from './host.js';
 import { NO_METRICS } from './metrics.js';
 
 export function providedRunMachine(host: MonitorHost) {
-  const { store, launcher, clock, tracker, config, metrics } = host;
+  const { store, launcher, clock, tracker, config, metrics, leases } = host;
   const countErrors = metrics !== NO_METRICS;
-  const effect = <TIn, TOut>(kind: 'store' | 'launcher', run: (input: TIn) => Promise<TOut>) =>
+  const effect = <TIn extends { runId: string }, TOut>(
+    kind: 'store' | 'launcher',
+    run: (input: TIn) => Promise<TOut>,
+  ) =>
     fromPromise<TOut, TIn>(({ input, self }) => {
       const work = run(input);
-      // Counted here, not in reportEffectError: the machine handles failed launcher effects itself.
-      if (countErrors) work.catch(() => metrics.effectError(String(self.src)));
+      // Registered before the actor hears of the failure: the run's actor is stopped (released) first, so
+      // it never retries a write another monitor's lease now forbids.
+      work.catch((error: unknown) => {
+        if (isLeaseLost(error)) leases.lost(input.runId, error);
+        // Counted here, not in reportEffectError: the machine handles failed launcher effects itself.
+        else if (countErrors) metrics.effectError(String(self.src));
+      });
       return kind === 'store' ? tracker.track(work) : tracker.trackLauncher(work);
     });
+  /** A launcher call for the run, only while this monitor's lease on it holds (by its own clock too). */
+  // The check is synchronous when no renewal is needed, so it adds no turn to the effect.
+  const whileLeased = (runId: string, call: string): Promise<void> | undefined => {
+    if (leases.mayActNow(runId)) return undefined;
+    return leases.mayAct(runId).then((allowed) => {
+      if (!allowed) throw leases.notHeld(runId, call);
+    });
+  };
 
   /** An engine event on the run and a warning in the log, fire-and-forget from an action. */
   const reportInvalidTag = (runId: string, message: string) => {
@@ -52,7 +68,8 @@ export function providedRunMachine(host: MonitorHost) {
       writeStatus: effect<WriteStatusInput, WriteStatusOutput>(
         'store',
         async ({ runId, to, from, message, tags, decision }) => {
-          const run = await store.transition(runId, { to, from, message, tags, at: clock.now() });
+          const fence = leases.fence(runId);
+          const run = await store.transition(runId, { to, from, message, tags, at: clock.now(), ...fence });
           if (run) {
             if (decision) {
               const at = clock.now();
@@ -73,7 +90,8 @@ export function providedRunMachine(host: MonitorHost) {
         },
       ),
       appendEngineEvent: effect<EngineEventInput, void>('store', async ({ runId, message, data }) => {
-        await store.appendEvent(runId, { type: 'ENGINE_EVENT', message, data, at: clock.now() });
+        const fence = leases.fence(runId);
+        await store.appendEvent(runId, { type: 'ENGINE_EVENT', message, data, at: clock.now(), ...fence });
         runLogger(host, runId).info({ data }, message);
       }),
       writeWouldHave: effect<WouldHaveInput, void>('store', async ({ runId, message, decision }) => {
@@ -83,6 +101,7 @@ export function providedRunMachine(host: MonitorHost) {
           message,
           data: { dryRun: true, action, reason },
           at: clock.now(),
+          ...leases.fence(runId),
         });
         metrics.decision(action, reason, clock.now(), decision, { dryRun: true });
         runLogger(host, runId).info({ dryRun: true, action, reason }, message);
@@ -91,7 +110,7 @@ export function providedRunMachine(host: MonitorHost) {
         mustGetRun(host, runId),
       ),
       recordResumeAttempt: effect<ResumeAttemptInput, number>('store', async ({ runId, decision }) => {
-        const attempt = await store.incrementResumeAttempts(runId);
+        const attempt = await store.incrementResumeAttempts(runId, leases.fence(runId));
         // The attempt, counted before the new worker launches, is the resume decision written down.
         if (decision) metrics.decision(decision.action, decision.reason, clock.now(), decision);
         return attempt;
@@ -99,7 +118,10 @@ export function providedRunMachine(host: MonitorHost) {
       terminateWorker: effect<TerminateInput, boolean>('launcher', async ({ runId, journaled }) => {
         // Until the worker is confirmed gone, the journal stays and the next poll tries again.
         if (journaled) host.pendingTerminations = true;
-        const gone = await launcher.terminate(await mustGetRun(host, runId));
+        const run = await mustGetRun(host, runId);
+        const leased = whileLeased(runId, 'terminate');
+        if (leased) await leased;
+        const gone = await launcher.terminate(run);
         if (gone && journaled) await clearTerminatePending(host, runId);
         return gone;
       }),
@@ -108,7 +130,10 @@ export function providedRunMachine(host: MonitorHost) {
         async ({ runId, attempt }) => {
           if (!launcher.resume)
             throw new RunwardenError('RESUME_UNSUPPORTED', 'The launcher cannot resume runs.');
-          await launcher.resume(await mustGetRun(host, runId), attempt);
+          const run = await mustGetRun(host, runId);
+          const leased = whileLeased(runId, 'resume');
+          if (leased) await leased;
+          await launcher.resume(run, attempt);
           // The new worker's liveness counts from now, not from the silence of the one it replaces. Best
           // effort: the worker is launched either way, and its own first heartbeat does the same.
           await store.heartbeat(runId, { at: clock.now(), progress: true }).catch((err: unknown) => {
@@ -126,6 +151,8 @@ export function providedRunMachine(host: MonitorHost) {
     actions: {
       reportEffectError: ({ context, event }) => {
         const error = (event as { error?: unknown }).error;
+        // The actor is being released; nothing will be retried.
+        if (isLeaseLost(error)) return;
         runLogger(host, context.run.runId).error(
           { err: error },
           `Monitor effect failed; retrying in ${config.storeRetrySeconds} seconds.`,
@@ -170,5 +197,6 @@ export function runInputFor(config: MonitorHost['config']): (run: RunRecord) => 
 
 /** The journaled termination is done: a restarted monitor must not repeat it. */
 export async function clearTerminatePending(host: MonitorHost, runId: string): Promise<void> {
-  await host.tracker.track(host.store.setTags(runId, { [TAGS.terminatePending]: 'false' }));
+  const fence = host.leases.fence(runId);
+  await host.tracker.track(host.store.setTags(runId, { [TAGS.terminatePending]: 'false' }, fence));
 }

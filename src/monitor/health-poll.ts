@@ -31,8 +31,15 @@ export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
 
   return fromCallback<{ type: 'stop' }, PollHealthInput>(({ sendBack }) => {
     let stopped = false;
+    // Only runs this monitor owns reach the supervisor, judged when sent: a partition may be lost mid-poll.
     const send = (event: SupervisorEvent) => {
-      if (!stopped) sendBack(event);
+      if (stopped) return;
+      if (event.type === 'runs.updated') {
+        const runs = ownedRuns(host, event.runs);
+        if (runs.length > 0) sendBack({ type: 'runs.updated', runs });
+      } else if (event.type !== 'health.checked' || host.leases.owns(event.run.runId)) {
+        sendBack(event);
+      }
     };
 
     const sweep = async () => {
@@ -57,7 +64,7 @@ export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
       let checked = 0;
       for await (const page of pagesOf(host, ['STARTED'])) {
         if (stopped) return;
-        await forEachConcurrently(page, config.healthCheckConcurrency, async (run) => {
+        await forEachConcurrently(ownedRuns(host, page), config.healthCheckConcurrency, async (run) => {
           if (stopped) return;
           const result = await checkHealth(host, run);
           checked += 1;
@@ -178,6 +185,7 @@ async function holdCrashActions(
             dryRun: config.dryRun,
           },
           at: clock.now(),
+          ...host.leases.fence(run.runId),
         }),
       );
     } catch (err) {
@@ -213,6 +221,8 @@ export async function finishPendingTerminations(
       }
       // A store written before the tags filter existed may ignore it: never terminate an unjournaled run.
       if (run.tags[TAGS.terminatePending] !== 'true') continue;
+      // Another monitor finishes the journaled terminations of the runs it owns.
+      if (!host.leases.mayActNow(run.runId) && !(await host.leases.mayAct(run.runId))) continue;
       if (!(await finishPendingTermination(host, run))) unfinished = true;
     }
   }
@@ -238,6 +248,11 @@ async function finishPendingTermination(host: MonitorHost, run: RunRecord): Prom
     `Could not terminate the worker of a failed run (${problem}); retrying at the next poll.`,
   );
   return false;
+}
+
+/** The runs of a page that this monitor owns (all of them unless several monitors share the store). */
+export function ownedRuns(host: MonitorHost, runs: RunRecord[]): RunRecord[] {
+  return host.leases.enabled ? runs.filter((run) => host.leases.owns(run.runId)) : runs;
 }
 
 /** Every run in `statuses` (and with `tags`, when given), a page at a time, in runId order. */

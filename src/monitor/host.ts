@@ -6,6 +6,7 @@ import type { MonitorConfig } from '../core/config.js';
 import { RunNotFoundError, RunwardenError } from '../core/errors.js';
 import type { Clock, RunLauncher, RunRecord, RunStore } from '../core/types.js';
 import type { EffectTracker } from './effect-tracker.js';
+import type { LeaseKeeper } from './lease-keeper.js';
 import type { MonitorLogger } from './logger.js';
 import type { MonitorMetrics } from './metrics.js';
 
@@ -23,6 +24,13 @@ export interface MonitorHost {
   pendingTerminations: boolean;
   /** Prometheus metrics, or NO_METRICS (createRunMonitor's `metrics` option). */
   metrics: MonitorMetrics;
+  /** Which runs this monitor owns and the lease its decision writes carry (several monitors on one store). */
+  leases: LeaseKeeper;
+}
+
+/** A store refused a decision write, or the lease no longer allows a launcher call: another monitor owns the run. */
+export function isLeaseLost(error: unknown): boolean {
+  return error instanceof RunwardenError && error.code === 'LEASE_LOST';
 }
 
 export function runLogger(host: MonitorHost, runId: string): MonitorLogger {

@@ -3,6 +3,8 @@
 // store feed + health poll → supervisor → run actor → effect → store → back into the feed.
 // The parts: effects.ts (what a run actor does), health-poll.ts (the poll and sweep), commands.ts (launch,
 // cancel), scheduler.ts (delayed events), store-feed.ts (other processes' writes).
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { pino } from 'pino';
 import { type Actor, createActor, type InspectionEvent, type Observer } from 'xstate';
 import { errorText, messages } from '../../machines/messages.js';
@@ -26,7 +28,9 @@ import { EffectTracker } from './effect-tracker.js';
 import { providedRunMachine, runInputFor } from './effects.js';
 import { EventStream } from './event-stream.js';
 import { CrashBrake } from './crash-brake.js';
-import { finishPendingTerminations, healthPollActor, pagesOf } from './health-poll.js';
+import { finishPendingTerminations, healthPollActor, ownedRuns, pagesOf } from './health-poll.js';
+import { LeaseKeeper } from './lease-keeper.js';
+import { partitionOf } from '../stores/contract.js';
 import { type MonitorHost, mustGetRun } from './host.js';
 import type { MonitorLogger } from './logger.js';
 import { createMonitorMetrics, type MetricsRegistry, NO_METRICS } from './metrics.js';
@@ -46,6 +50,11 @@ export interface RunMonitorOptions {
   inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** A prom-client Registry: the monitor registers its runwarden_* metrics in it (docs/operations.md). */
   metrics?: MetricsRegistry;
+  /**
+   * This monitor's id among several on one store (`runwarden monitors` shows it). Unique per running
+   * monitor; default: `<host>-<pid>-<random>`.
+   */
+  monitorId?: string;
 }
 
 export interface RunMonitor {
@@ -66,22 +75,41 @@ export interface RunMonitor {
   /** Resolves with the run's record once its status is terminal (at once if it already is). */
   waitForRun(runId: string, options?: { signal?: AbortSignal }): Promise<RunRecord>;
   readonly config: MonitorConfig;
+  /** This monitor's id in the store's lease table (several monitors on one store). */
+  readonly monitorId: string;
 }
 
 export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
   const { store, launcher } = options;
   const config = parseMonitorConfig(options.config ?? {}, { supportsResume: launcher.supportsResume });
   const logger: MonitorLogger = options.logger ?? pino({ level: 'silent' });
+  const clock = options.clock ?? realClock;
+  const tracker = new EffectTracker();
+  const leases = new LeaseKeeper({
+    store,
+    clock,
+    tracker,
+    logger,
+    identity: {
+      monitorId: options.monitorId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`,
+      host: hostname(),
+      pid: process.pid,
+    },
+    leaseMs: config.leaseSeconds * 1000,
+    onGained: (partitions) => tracker.track(loadPartitions(partitions)),
+    onLost: (partitions) => supervisor?.send({ type: 'runs.release', partitions }),
+  });
   const host: MonitorHost = {
     store,
     launcher,
     config,
-    clock: options.clock ?? realClock,
+    clock,
     logger,
-    tracker: new EffectTracker(),
+    tracker,
     pendingTerminations: true,
     // The runs gauge reads the supervisor when scraped (it is declared below, set by start()).
     metrics: options.metrics ? createMonitorMetrics(options.metrics, () => supervisor) : NO_METRICS,
+    leases,
   };
 
   const providedShard = shardMachine.provide({
@@ -119,8 +147,10 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
   let stopped = false;
   const events = new EventStream(store, host.tracker, logger);
 
+  // Only runs this monitor owns reach the supervisor (all of them, with one monitor on the store).
   const deliver = (runs: RunRecord[]) => {
-    if (runs.length > 0) supervisor?.send({ type: 'runs.updated', runs });
+    const owned = ownedRuns(host, runs);
+    if (owned.length > 0) supervisor?.send({ type: 'runs.updated', runs: owned });
   };
 
   async function start(): Promise<void> {
@@ -182,7 +212,27 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     });
     events.start();
     await feed.start();
+    // Which partitions are ours, before reading the runs: deliver() passes on only the runs we own.
+    await leases.start();
     for await (const page of pagesOf(host, ACTIVE_STATUSES)) deliver(page);
+  }
+
+  /**
+   * Partitions this monitor took over (from a monitor that died, stopped or shed them): watch their active
+   * runs at once, so every deadline is kept; the journaled terminations among them are finished by the next
+   * poll. A failed read is not lost: the next poll's sweep delivers the same runs.
+   */
+  async function loadPartitions(partitions: number[]): Promise<void> {
+    const gained = new Set(partitions);
+    host.pendingTerminations = true;
+    try {
+      for await (const page of pagesOf(host, ACTIVE_STATUSES)) {
+        if (!supervisor) return;
+        deliver(page.filter((run) => gained.has(partitionOf(run.runId))));
+      }
+    } catch (err) {
+      logger.error({ err }, 'Reading the runs of partitions taken over failed; the next poll sweeps them.');
+    }
   }
 
   async function stop(): Promise<void> {
@@ -193,6 +243,8 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     supervisor?.stop();
     supervisor = undefined;
     await host.tracker.drainStoreWork();
+    // After the last write: the next owner of these partitions must not meet a decision of ours.
+    await leases.stop();
     logger.info('Run monitor stopped.');
   }
 
@@ -241,5 +293,6 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     subscribe: (listener) => events.subscribe(listener),
     waitForRun,
     config,
+    monitorId: leases.monitorId,
   };
 }

@@ -9,7 +9,13 @@ import { RunwardenError } from '../../src/core/errors.js';
 import { MemoryRunStore } from '../../src/stores/memory/memory-store.js';
 import { createRunMonitor, type RunMonitor } from '../../src/monitor/monitor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
-import type { EngineEventInput, RunRecord, RunStatus, TransitionChange } from '../../src/core/types.js';
+import type {
+  EngineEventInput,
+  FencedWrite,
+  RunRecord,
+  RunStatus,
+  TransitionChange,
+} from '../../src/core/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
 
 export type StoreOutcome =
@@ -63,9 +69,9 @@ class ScriptedStore extends MemoryRunStore {
     return super.appendEvent(runId, event);
   }
 
-  override async incrementResumeAttempts(runId: string): Promise<number> {
+  override async incrementResumeAttempts(runId: string, options?: FencedWrite): Promise<number> {
     if (this.script.incrementResumeAttempts.shift()?.kind === 'error') throw busy();
-    return super.incrementResumeAttempts(runId);
+    return super.incrementResumeAttempts(runId, options);
   }
 
   override async getRun(runId: string): Promise<RunRecord | undefined> {

@@ -36,6 +36,7 @@ const EVENTS: Event[] = [
   { type: 'poll.done' },
   { type: 'xstate.after.pollInterval.supervisor.waitingToPoll' },
   { type: 'shard.drained', shardId: 'shard-1' },
+  { type: 'runs.release', partitions: [63] },
 ];
 
 const input = {
@@ -147,6 +148,16 @@ async function execute(env: Environment, event: Event, timing: Timing): Promise<
       await execute(env, { type: 'runs.updated' }, timing);
       const [first] = await startedRuns(env);
       if (first) await env.store.outside(first.runId, { to: 'SUCCESS' });
+      break;
+    }
+    case 'runs.release': {
+      // A second monitor joins the store: at its next renewal this one sheds half of the partitions.
+      await execute(env, { type: 'runs.updated' }, timing);
+      await env.store.renewLeases({ monitorId: 'other', host: 'elsewhere', pid: 1 }, 15_000);
+      await env.advance(5_000);
+      const monitors = await env.store.listMonitors();
+      const mine = monitors.find((m) => m.monitorId === env.monitor.monitorId);
+      expect(mine?.partitions, 'the monitor renewed and shed half of its partitions').toHaveLength(32);
       break;
     }
     default:
