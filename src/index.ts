@@ -50,6 +50,13 @@ export {
   StoreBusyError,
 } from './stores/sqlite/sqlite-store.js';
 export {
+  type PostgresConnection,
+  PostgresRunStore,
+  type PostgresRunStoreOptions,
+} from './stores/postgres/postgres-store.js';
+export type { PostgresClient, PostgresPool, PostgresQueryResult } from './stores/postgres/pg-types.js';
+export { StoreUnavailableError } from './stores/postgres/connection-error.js';
+export {
   formatStoreUrl,
   type OpenStoreOptions,
   openStore,

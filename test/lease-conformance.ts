@@ -113,12 +113,15 @@ export function describeLeaseConformance(context: () => LeaseContext): void {
         store.appendEvent(runId, { type: 'ENGINE_EVENT', message: 'stale', lease: stale }),
         store.incrementResumeAttempts(runId, { lease: stale }),
         store.setTags(runId, { stale: 'yes' }, { lease: stale }),
-      ];
-      for (const write of refused) {
-        const error = await write.then(
+        // Settled at once: a store that does I/O rejects the later ones before the loop reaches them.
+      ].map((write) =>
+        write.then(
           () => undefined,
           (e: unknown) => e,
-        );
+        ),
+      );
+      for (const settled of refused) {
+        const error = await settled;
         expect(error).toBeInstanceOf(LeaseLostError);
         expect(error).toMatchObject({ code: 'LEASE_LOST', runId, partition: 5 });
         const message = (error as Error).message;

@@ -126,7 +126,7 @@ describe('runwarden on a PostgreSQL store', () => {
       [
         'newer schema',
         url,
-        /^runwarden: The PostgreSQL run store .* \(schema rw_test_\w+\) has schema version 7, but this version of Runwarden only knows versions up to 1\. Upgrade Runwarden/,
+        /^runwarden: The PostgreSQL run store .* \(schema rw_test_\w+\) has schema version 7, but this version of Runwarden only knows versions up to \d+\. Upgrade Runwarden/,
       ],
     ];
     const results = await Promise.all(cases.map(([, store]) => runCli(['runs', '--store', store])));

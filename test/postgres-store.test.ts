@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
+import { POSTGRES_MIGRATIONS } from '../src/stores/postgres/migrations.js';
 import { PostgresRunStore } from '../src/stores/postgres/postgres-store.js';
 import type { PostgresPool } from '../src/stores/postgres/pg-types.js';
 import { describeRunStoreConformance } from './store-conformance.js';
@@ -50,7 +51,7 @@ describe('PostgresRunStore', () => {
     const rows = await adminQuery<{ version: number }>(
       `SELECT version FROM "${store.schema}".schema_migrations ORDER BY version`,
     );
-    expect(rows.map((r) => r.version)).toEqual([1]);
+    expect(rows.map((r) => r.version)).toEqual(POSTGRES_MIGRATIONS.map((m) => m.version));
   });
 
   it('works on a pool the caller owns, and leaves it open on close', async () => {
@@ -74,7 +75,7 @@ describe('PostgresRunStore', () => {
     );
     const again = newStore(store.schema);
     await expect(again.latestSeq()).rejects.toThrow(
-      `The PostgreSQL run store ${PG_URL} (schema ${store.schema}) has schema version 99, but this version of Runwarden only knows versions up to 1. Upgrade Runwarden`,
+      `The PostgreSQL run store ${PG_URL} (schema ${store.schema}) has schema version 99, but this version of Runwarden only knows versions up to ${POSTGRES_MIGRATIONS.length}. Upgrade Runwarden`,
     );
   });
 
@@ -83,7 +84,7 @@ describe('PostgresRunStore', () => {
     const stores = Array.from({ length: 5 }, () => newStore(schema));
     expect(await Promise.all(stores.map((s) => s.latestSeq()))).toEqual([0, 0, 0, 0, 0]);
     const rows = await adminQuery(`SELECT version FROM "${schema}".schema_migrations`);
-    expect(rows).toHaveLength(1);
+    expect(rows).toHaveLength(POSTGRES_MIGRATIONS.length);
   });
 
   it('refuses a bad schema name and a bad connection argument', () => {

@@ -34,7 +34,7 @@ export function providedRunMachine(host: MonitorHost) {
       // Registered before the actor hears of the failure: the run's actor is stopped (released) first, so
       // it never retries a write another monitor's lease now forbids.
       work.catch((error: unknown) => {
-        if (isLeaseLost(error)) leases.lost(input.runId);
+        if (isLeaseLost(error)) leases.lost(input.runId, error);
         // Counted here, not in reportEffectError: the machine handles failed launcher effects itself.
         else if (countErrors) metrics.effectError(String(self.src));
       });

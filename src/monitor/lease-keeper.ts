@@ -139,14 +139,17 @@ export class LeaseKeeper {
     }
   }
 
-  /** A fenced write for the run was refused: its partition is someone else's now. Drop it and renew. */
-  lost(runId: string): void {
+  /**
+   * A fenced write for the run was refused, or its lease no longer allowed a launcher call: the partition
+   * is someone else's now (or may be soon). Drop it and renew, which tells what this monitor holds.
+   */
+  lost(runId: string, error: unknown): void {
     if (!this.enabled) return;
     const partition = partitionOf(runId);
     if (this.held.delete(partition)) {
       this.options.logger.warn(
         { monitorId: this.monitorId, partition, runId },
-        `Monitor ${this.monitorId} lost partition ${partition} (a write for run ${runId} was refused): no longer watching its runs.`,
+        `Monitor ${this.monitorId} gave up partition ${partition}: ${(error as Error).message}`,
       );
       this.options.onLost([partition]);
     }

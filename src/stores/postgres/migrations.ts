@@ -57,6 +57,27 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = Object.freeze([
       INSERT INTO event_counter (id, last_seq) VALUES (true, 0);
     `,
   },
+  {
+    version: 2,
+    description: 'monitors and partition leases (several monitors on one store)',
+    up: `
+      CREATE TABLE monitors (
+        monitor_id text COLLATE "C" PRIMARY KEY,
+        host       text NOT NULL,
+        pid        integer NOT NULL,
+        started_at float8 NOT NULL,
+        renewed_at float8 NOT NULL,
+        expires_at float8 NOT NULL       -- live until then unless renewed
+      );
+      -- One row per partition ever leased; a partition without a row is free at epoch 0.
+      CREATE TABLE leases (
+        partition  integer PRIMARY KEY CHECK (partition >= 0 AND partition < 64),
+        monitor_id text COLLATE "C",     -- NULL: free
+        epoch      bigint NOT NULL,      -- grows by one whenever the partition changes hands
+        expires_at float8 NOT NULL
+      );
+    `,
+  },
 ]);
 
 const LATEST = POSTGRES_MIGRATIONS.length;

@@ -4,8 +4,16 @@
 import { createHash } from 'node:crypto';
 import { DuplicateRunError, RunNotFoundError, RunwardenError } from '../../core/errors.js';
 import {
+  checkLease,
+  describeMonitors,
+  fenceWriter,
+  type LeaseRow,
   type ListenerErrorHandler,
   Listeners,
+  type MonitorRow,
+  partitionOf,
+  planRelease,
+  planRenewal,
   pageSize,
   planCreate,
   planEngineEvent,
@@ -17,17 +25,23 @@ import {
   toRunEvent,
   wantedTags,
 } from '../contract.js';
-import type {
-  CreateRunInput,
-  EngineEventInput,
-  HeartbeatInput,
-  ListRunsFilter,
-  RunEvent,
-  RunEventType,
-  RunRecord,
-  RunStatus,
-  RunStore,
-  TransitionChange,
+import {
+  ACTIVE_STATUSES,
+  type CreateRunInput,
+  type EngineEventInput,
+  type FencedWrite,
+  type HeartbeatInput,
+  type Lease,
+  type LeaseToken,
+  type ListRunsFilter,
+  type MonitorIdentity,
+  type MonitorInfo,
+  type RunEvent,
+  type RunEventType,
+  type RunRecord,
+  type RunStatus,
+  type RunStore,
+  type TransitionChange,
 } from '../../core/types.js';
 import { redactCredentials } from '../redact.js';
 import { connectionFailure } from './connection-error.js';
@@ -170,6 +184,7 @@ export class PostgresRunStore implements RunStore {
   async transition(runId: string, change: TransitionChange): Promise<RunRecord | undefined> {
     return this.#transaction(async (client) => {
       const current = await this.#lockRun(client, runId);
+      await this.#fence(client, runId, change.lease);
       const plan = planTransition(current, change, this.#clock.now());
       if (!plan) return { result: undefined };
       const { record } = plan;
@@ -192,10 +207,16 @@ export class PostgresRunStore implements RunStore {
   async appendEvent(runId: string, event: EngineEventInput): Promise<RunEvent> {
     const planned = planEngineEvent(event, this.#clock.now());
     return this.#transaction(async (client) => {
-      // Lock order everywhere: the run's row, then the counter (a KEY SHARE lock never waits on a
-      // transition's NO KEY UPDATE, and the event's foreign key check takes this very lock).
-      const { rowCount } = await client.query(this.#sql.shareRun, [runId]);
-      if (!rowCount) throw new RunNotFoundError(runId);
+      if (event.attempt === undefined) {
+        // KEY SHARE: the lock the event's foreign key check takes anyway; it never waits on a write to
+        // the run's row.
+        const { rowCount } = await client.query(this.#sql.shareRun, [runId]);
+        if (!rowCount) throw new RunNotFoundError(runId);
+      } else {
+        // A worker's event: its attempt against resumeAttempts, locked as incrementResumeAttempts locks it.
+        fenceWriter(await this.#lockRun(client, runId), event.attempt);
+      }
+      await this.#fence(client, runId, event.lease);
       const row = await this.#insertEvent(client, runId, planned);
       return { result: toEvent(row), event: row };
     });
@@ -211,7 +232,18 @@ export class PostgresRunStore implements RunStore {
     return rows.filter((row) => row.seq !== null).map(toEvent);
   }
 
-  async incrementResumeAttempts(runId: string): Promise<number> {
+  async incrementResumeAttempts(runId: string, options: FencedWrite = {}): Promise<number> {
+    if (options.lease !== undefined) {
+      return this.#transaction(async (client) => {
+        await this.#lockRun(client, runId);
+        await this.#fence(client, runId, options.lease);
+        const { rows } = await client.query<{ resume_attempts: number }>(this.#sql.incrementResumeAttempts, [
+          runId,
+          this.#clock.now(),
+        ]);
+        return { result: rows[0]!.resume_attempts };
+      });
+    }
     const { rows } = await this.#query<{ resume_attempts: number }>(this.#sql.incrementResumeAttempts, [
       runId,
       this.#clock.now(),
@@ -220,9 +252,11 @@ export class PostgresRunStore implements RunStore {
     return rows[0]!.resume_attempts;
   }
 
-  async setTags(runId: string, tags: Record<string, string>): Promise<RunRecord> {
+  async setTags(runId: string, tags: Record<string, string>, options: FencedWrite = {}): Promise<RunRecord> {
     return this.#transaction(async (client) => {
-      const record = planSetTags(await this.#lockRun(client, runId), tags, this.#clock.now());
+      const current = await this.#lockRun(client, runId);
+      await this.#fence(client, runId, options.lease);
+      const record = planSetTags(current, tags, this.#clock.now());
       await client.query(this.#sql.updateTags, [runId, JSON.stringify(record.tags), record.updatedAt]);
       return { result: record };
     });
@@ -236,6 +270,48 @@ export class PostgresRunStore implements RunStore {
         await client.query(this.#sql.updateHeartbeat, [runId, record.heartbeatAt, record.progressAt ?? null]);
       }
       return { result: record ?? current };
+    });
+  }
+
+  async renewLeases(monitor: MonitorIdentity, leaseMs: number): Promise<Lease[]> {
+    return this.#transaction(async (client) => {
+      const plan = planRenewal(await this.#leaseState(client), monitor, leaseMs, this.#clock.now());
+      if (plan.deadMonitorIds.length > 0) await client.query(this.#sql.deleteMonitors, [plan.deadMonitorIds]);
+      const m = plan.monitor;
+      await client.query(this.#sql.upsertMonitor, [
+        m.monitorId,
+        m.host,
+        m.pid,
+        m.startedAt,
+        m.renewedAt,
+        m.expiresAt,
+      ]);
+      await this.#writeLeases(client, plan.leases);
+      return { result: plan.held };
+    });
+  }
+
+  async releaseLeases(monitorId: string): Promise<void> {
+    return this.#transaction(async (client) => {
+      await this.#writeLeases(client, planRelease((await this.#leaseState(client)).leases, monitorId));
+      await client.query(this.#sql.deleteMonitors, [[monitorId]]);
+      return { result: undefined };
+    });
+  }
+
+  async listMonitors(): Promise<MonitorInfo[]> {
+    return this.#transaction(async (client) => {
+      // One snapshot for the monitors, their leases and the runs they own.
+      await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const state = await this.#leaseState(client, false);
+      const active = await client.query<{ run_id: string }>(this.#sql.activeRunIds, [ACTIVE_STATUSES]);
+      return {
+        result: describeMonitors(
+          state,
+          active.rows.map((r) => r.run_id),
+          this.#clock.now(),
+        ),
+      };
     });
   }
 
@@ -296,6 +372,51 @@ export class PostgresRunStore implements RunStore {
     const { rows } = await client.query<RunRow>(this.#sql.lockRun, [runId]);
     if (rows.length === 0) throw new RunNotFoundError(runId);
     return toRecord(rows[0]!);
+  }
+
+  /**
+   * Every monitor and lease row. For a renewal or release (`lock`), first the schema's lease lock, so two
+   * renewals never plan from the same snapshot; it is held until the transaction ends.
+   */
+  async #leaseState(
+    client: PostgresClient,
+    lock = true,
+  ): Promise<{ monitors: MonitorRow[]; leases: LeaseRow[] }> {
+    if (lock)
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`runwarden.leases.${this.schema}`]);
+    const monitors = await client.query<MonitorDbRow>(this.#sql.allMonitors);
+    const leases = await client.query<LeaseDbRow>(this.#sql.allLeases);
+    return {
+      monitors: monitors.rows.map((r) => ({
+        monitorId: r.monitor_id,
+        host: r.host,
+        pid: r.pid,
+        startedAt: r.started_at,
+        renewedAt: r.renewed_at,
+        expiresAt: r.expires_at,
+      })),
+      leases: leases.rows.map(toLeaseRow),
+    };
+  }
+
+  async #writeLeases(client: PostgresClient, rows: LeaseRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await client.query(this.#sql.upsertLeases, [
+      rows.map((r) => r.partition),
+      rows.map((r) => r.monitorId),
+      rows.map((r) => r.epoch),
+      rows.map((r) => r.expiresAt),
+    ]);
+  }
+
+  /**
+   * The lease check of a monitor's write, in the write's transaction before anything is written. FOR SHARE:
+   * a renewal that would move this partition waits until the write has committed, and vice versa.
+   */
+  async #fence(client: PostgresClient, runId: string, lease: LeaseToken | undefined): Promise<void> {
+    if (lease === undefined) return;
+    const { rows } = await client.query<LeaseDbRow>(this.#sql.shareLease, [partitionOf(runId)]);
+    checkLease(runId, lease, rows[0] && toLeaseRow(rows[0]));
   }
 
   /** Takes the next seq (holding the counter's row lock until commit), inserts the event, notifies. */
@@ -481,6 +602,47 @@ function statements(s: string) {
       WHERE r.run_id = $1 ORDER BY e.seq`,
     eventsAfter: `SELECT ${EVENT_COLUMNS} FROM ${s}.events WHERE seq > $1 ORDER BY seq LIMIT $2`,
     latestSeq: `SELECT last_seq FROM ${s}.event_counter`,
+    // Several monitors (migration 2).
+    allMonitors: `SELECT monitor_id, host, pid, started_at, renewed_at, expires_at FROM ${s}.monitors
+      ORDER BY monitor_id`,
+    upsertMonitor: `INSERT INTO ${s}.monitors (monitor_id, host, pid, started_at, renewed_at, expires_at)
+      VALUES ($1, $2, $3, $4, $5, $6)
+      ON CONFLICT (monitor_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+        started_at = excluded.started_at, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at`,
+    deleteMonitors: `DELETE FROM ${s}.monitors WHERE monitor_id = ANY ($1::text[])`,
+    allLeases: `SELECT partition, monitor_id, epoch, expires_at FROM ${s}.leases ORDER BY partition`,
+    shareLease: `SELECT partition, monitor_id, epoch, expires_at FROM ${s}.leases WHERE partition = $1 FOR SHARE`,
+    upsertLeases: `INSERT INTO ${s}.leases (partition, monitor_id, epoch, expires_at)
+      SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::float8[])
+      ON CONFLICT (partition) DO UPDATE SET monitor_id = excluded.monitor_id, epoch = excluded.epoch,
+        expires_at = excluded.expires_at`,
+    activeRunIds: `SELECT run_id FROM ${s}.runs WHERE status = ANY ($1::text[])`,
+  };
+}
+
+interface MonitorDbRow {
+  monitor_id: string;
+  host: string;
+  pid: number;
+  started_at: number;
+  renewed_at: number;
+  expires_at: number;
+}
+
+interface LeaseDbRow {
+  partition: number;
+  monitor_id: string | null;
+  /** bigint: a string from pg. */
+  epoch: string;
+  expires_at: number;
+}
+
+function toLeaseRow(row: LeaseDbRow): LeaseRow {
+  return {
+    partition: row.partition,
+    monitorId: row.monitor_id,
+    epoch: Number(row.epoch),
+    expiresAt: row.expires_at,
   };
 }
 
