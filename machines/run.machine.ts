@@ -439,6 +439,9 @@ export const runMachine = setup({
   guards: {
     // Host-provided with the host's clock (runTiming): the deadline is on and has passed.
     overdue: runTiming(Date.now).guards.overdue,
+    // The run is in `status` and that status's deadline is on: routing's pick of a timed state.
+    timedIn: ({ context }, params: { status: RunStatus; deadline: DeadlineName }) =>
+      context.run.status === params.status && deadlineOn[params.deadline](context),
     hasStatus: ({ context }, params: { status: RunStatus | 'TERMINAL' }) =>
       params.status === 'TERMINAL'
         ? STATUS_RANK[context.run.status] === STATUS_RANK.SUCCESS
@@ -451,9 +454,6 @@ export const runMachine = setup({
       event.type === 'run.updated' && newerRun(context.run, event.run).status !== context.run.status,
     hasInvalidMaxRuntimeTag: ({ context }) => context.invalidMaxRuntimeTag !== undefined,
     hasInvalidLivenessTags: ({ context }) => (context.invalidLivenessTags?.length ?? 0) > 0,
-    notLaunchedTimeoutOn: ({ context }) => context.settings.startTimeoutSeconds > 0,
-    queuedTimeoutOn: ({ context }) => context.settings.queuedTimeoutSeconds > 0,
-    startTimeoutOn: ({ context }) => context.settings.startTimeoutSeconds > 0,
     maxRuntimeOn: ({ context }) => context.maxRuntimeSeconds > 0,
     livenessOn: ({ context }) => deadlineOn.liveness(context),
     // A heartbeat or progress the stored record shows that the actor's copy did not: the worker is alive.
@@ -500,37 +500,67 @@ export const runMachine = setup({
   // Effect states inherit this: record what the store says, act on it when the effect is over.
   on: { 'run.updated': { actions: 'recordRun' } },
   states: {
+    // Routing picks the timed, untimed or overdue state of the run's status in one step: entering the
+    // status state first and choosing there took a second eventless microstep for every run spawned
+    // (docs/performance.md). STARTED chooses in its own two regions.
     routing: {
       always: [
         { guard: { type: 'hasStatus', params: { status: 'TERMINAL' } }, target: 'done' },
-        { guard: { type: 'hasStatus', params: { status: 'NOT_STARTED' } }, target: 'notStarted' },
-        { guard: { type: 'hasStatus', params: { status: 'QUEUED' } }, target: 'queued' },
-        { guard: { type: 'hasStatus', params: { status: 'STARTING' } }, target: 'starting' },
+        {
+          guard: and([
+            { type: 'hasStatus', params: { status: 'NOT_STARTED' } } as const,
+            { type: 'overdue', params: { deadline: 'notStarted' } } as const,
+          ]),
+          target: 'failing',
+          actions: 'failNotLaunched',
+        },
+        {
+          guard: { type: 'timedIn', params: { status: 'NOT_STARTED', deadline: 'notStarted' } },
+          target: 'notStarted.timed',
+        },
+        { guard: { type: 'hasStatus', params: { status: 'NOT_STARTED' } }, target: 'notStarted.untimed' },
+        {
+          guard: and([
+            { type: 'hasStatus', params: { status: 'QUEUED' } } as const,
+            { type: 'overdue', params: { deadline: 'queued' } } as const,
+          ]),
+          target: 'failing',
+          actions: 'failQueued',
+        },
+        {
+          guard: { type: 'timedIn', params: { status: 'QUEUED', deadline: 'queued' } },
+          target: 'queued.timed',
+        },
+        { guard: { type: 'hasStatus', params: { status: 'QUEUED' } }, target: 'queued.untimed' },
+        {
+          guard: and([
+            { type: 'hasStatus', params: { status: 'STARTING' } } as const,
+            { type: 'overdue', params: { deadline: 'starting' } } as const,
+          ]),
+          target: 'starting.timedOut',
+        },
+        {
+          guard: { type: 'timedIn', params: { status: 'STARTING', deadline: 'starting' } },
+          target: 'starting.timed',
+        },
+        { guard: { type: 'hasStatus', params: { status: 'STARTING' } }, target: 'starting.untimed' },
         { guard: { type: 'hasStatus', params: { status: 'STARTED' } }, target: 'started' },
         // CANCELING because the monitor itself was ending the run for max runtime (a store error, or a
         // monitor that died, interrupted it): finish that job — terminate, then FAILURE — rather than
         // letting the cancel timeout end it CANCELED.
         { guard: 'cancelingForMaxRuntime', target: 'exceedingMaxRuntime' },
-        { target: 'canceling' },
+        { guard: { type: 'overdue', params: { deadline: 'canceling' } }, target: 'canceling.timedOut' },
+        { guard: 'cancelTimeoutOn', target: 'canceling.timed' },
+        { target: 'canceling.untimed' },
       ],
     },
 
     // NOT_STARTED: created but never launched; fails once createdAt + startTimeout has passed.
     notStarted: {
-      initial: 'choosing',
+      // Entered through routing, which names the sub-state; `initial` is only XState's requirement.
+      initial: 'untimed',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: {
-          always: [
-            {
-              guard: { type: 'overdue', params: { deadline: 'notStarted' } },
-              target: '#run.failing',
-              actions: 'failNotLaunched',
-            },
-            { guard: 'notLaunchedTimeoutOn', target: 'timed' },
-            { target: 'untimed' },
-          ],
-        },
         untimed: {},
         timed: { after: { notLaunchedTimeout: { target: '#run.failing', actions: 'failNotLaunched' } } },
       },
@@ -538,20 +568,10 @@ export const runMachine = setup({
 
     // QUEUED: off by default; fails once queuedAt + queuedTimeout has passed.
     queued: {
-      initial: 'choosing',
+      // Entered through routing, which names the sub-state; `initial` is only XState's requirement.
+      initial: 'untimed',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: {
-          always: [
-            {
-              guard: { type: 'overdue', params: { deadline: 'queued' } },
-              target: '#run.failing',
-              actions: 'failQueued',
-            },
-            { guard: 'queuedTimeoutOn', target: 'timed' },
-            { target: 'untimed' },
-          ],
-        },
         untimed: {},
         timed: { after: { queuedTimeout: { target: '#run.failing', actions: 'failQueued' } } },
       },
@@ -561,16 +581,10 @@ export const runMachine = setup({
     // launcher's debug info, store FAILURE, then terminate the worker (FAILURE first, so a worker that
     // reports STARTED in the meantime wins and is not killed).
     starting: {
-      initial: 'choosing',
+      // Entered through routing, which names the sub-state; `initial` is only XState's requirement.
+      initial: 'untimed',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: {
-          always: [
-            { guard: { type: 'overdue', params: { deadline: 'starting' } }, target: 'timedOut' },
-            { guard: 'startTimeoutOn', target: 'timed' },
-            { target: 'untimed' },
-          ],
-        },
         untimed: {},
         timed: { after: { startTimeout: 'timedOut' } },
         // A dry run asks the launcher nothing, not even for debug info.
@@ -951,16 +965,10 @@ export const runMachine = setup({
 
     // CANCELING: the worker was asked to stop. At cancelingAt + cancelTimeout the run is marked CANCELED.
     canceling: {
-      initial: 'choosing',
+      // Entered through routing, which names the sub-state; `initial` is only XState's requirement.
+      initial: 'untimed',
       on: { 'run.updated': { guard: 'statusMoved', target: 'routing', actions: 'recordRun' } },
       states: {
-        choosing: {
-          always: [
-            { guard: { type: 'overdue', params: { deadline: 'canceling' } }, target: 'timedOut' },
-            { guard: 'cancelTimeoutOn', target: 'timed' },
-            { target: 'untimed' },
-          ],
-        },
         untimed: {},
         timed: { after: { cancelTimeout: 'timedOut' } },
         timedOut: {

@@ -63,6 +63,10 @@ export async function heartbeat(
     for (let j = 0; j < n; j++) {
       await store.heartbeat(runIdOf(j), { at: Math.round(t0 - intervalMs + (j / n) * intervalMs) });
     }
+    // The writer beats from before the monitor starts, so a slow start (a loaded machine) cannot let a
+    // deadline pass unbeaten.
+    const writer = arm === 'none' ? undefined : startWriter(path, n, arm === 'paced' ? intervalMs : 0);
+    await writer?.ready;
     let armed = 0;
     // Liveness delays are at most the timeout; the feed (1 s), the poll (20 s) and launcher timeouts
     // (60 s) fall outside that range.
@@ -88,15 +92,14 @@ export async function heartbeat(
     await monitor.settle();
 
     const armedBefore = armed;
-    const writer =
-      arm === 'none' ? undefined : startWriter(path, n, arm === 'paced' ? intervalMs : 0, windowMs);
-    await writer?.ready;
+    writer?.mark();
     const cpu0 = process.cpuUsage();
     const w0 = performance.now();
-    const written = writer ? await writer.done : (await sleep(windowMs), { written: 0, ms: windowMs });
+    await sleep(windowMs);
     const cpu = process.cpuUsage(cpu0);
     const elapsed = performance.now() - w0;
     const livenessArms = armed - armedBefore;
+    const written = writer ? await writer.stop() : { written: 0, ms: elapsed };
 
     let started = 0;
     for await (const page of pages(store, ['STARTED'])) started += page.length;
@@ -122,13 +125,18 @@ export async function heartbeat(
   }
 }
 
-/** The writer process: `ready` once its store is open, then its result when the window is over. */
-function startWriter(path: string, n: number, intervalMs: number, windowMs: number) {
+/**
+ * The writer process: `ready` once its store is open; `mark()` starts its count, `stop()` ends it and
+ * resolves with what it wrote since the mark.
+ */
+function startWriter(path: string, n: number, intervalMs: number) {
   const worker = fileURLToPath(new URL('../worker.js', import.meta.url));
   const child = spawn(
     process.execPath,
-    [worker, 'heartbeat-writer', path, String(n), JSON.stringify({ intervalMs, windowMs })],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    [worker, 'heartbeat-writer', path, String(n), JSON.stringify({ intervalMs })],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
   );
   let out = '';
   let markReady!: () => void;
@@ -149,7 +157,14 @@ function startWriter(path: string, n: number, intervalMs: number, windowMs: numb
   });
   // A writer that dies before `ready` must not leave the scenario waiting for it.
   void done.catch(() => markReady());
-  return { ready, done };
+  return {
+    ready,
+    mark: () => child.stdin.write('mark\n'),
+    stop: () => {
+      child.stdin.end('stop\n');
+      return done;
+    },
+  };
 }
 
 interface WriterResult {
@@ -158,26 +173,34 @@ interface WriterResult {
 }
 
 /**
- * Heartbeats runs 0..n-1 in turn through its own SqliteRunStore for `windowMs`: each run once per
- * `intervalMs` (spread evenly), or with `intervalMs` 0 as fast as the store takes them.
+ * Heartbeats runs 0..n-1 in turn through its own SqliteRunStore until told `stop` on stdin: each run once
+ * per `intervalMs` (spread evenly), or with `intervalMs` 0 as fast as the store takes them. Counts from
+ * `mark`.
  */
 export async function heartbeatWriter(
   path: string,
   n: number,
-  options: { intervalMs: number; windowMs: number },
+  options: { intervalMs: number },
 ): Promise<WriterResult> {
   const store = SqliteRunStore.open(path);
+  let marked = { written: 0, at: performance.now() };
+  let stopped = false;
+  let written = 0;
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (text: string) => {
+    if (text.includes('mark')) marked = { written, at: performance.now() };
+    if (text.includes('stop')) stopped = true;
+  });
   process.stdout.write('ready\n');
   const t0 = performance.now();
-  const end = t0 + options.windowMs;
-  let written = 0;
-  for (let now = t0; now < end; now = performance.now()) {
+  while (!stopped) {
+    const now = performance.now();
     const due = options.intervalMs > 0 ? Math.floor(((now - t0) * n) / options.intervalMs) : written + 256;
     for (; written < due; written++) await store.heartbeat(runIdOf(written % n));
-    // Paced: wait for the next few due; flat out: let the loop breathe between bursts.
+    // Paced: wait for the next few due; flat out: let stdin be read between bursts.
     await (options.intervalMs > 0 ? sleep(5) : new Promise((resolve) => setImmediate(resolve)));
   }
-  const ms = performance.now() - t0;
+  const ms = performance.now() - marked.at;
   await store.close();
-  return { written, ms };
+  return { written: written - marked.written, ms };
 }
