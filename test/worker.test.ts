@@ -87,7 +87,7 @@ describe('startRunWorker', () => {
       }),
     ).rejects.toThrow(/RUNWARDEN_RESUME_ATTEMPT must be a whole number >= 0; got "two"/);
     await expect(
-      startRunWorker({ env: { RUNWARDEN_RUN_ID: 'r', RUNWARDEN_STORE: 'postgres://db' } }),
+      startRunWorker({ env: { RUNWARDEN_RUN_ID: 'r', RUNWARDEN_STORE: 'mysql://db' } }),
     ).rejects.toThrow(/Unsupported store URL/);
   });
 
