@@ -26,6 +26,7 @@ const { values: args } = parseArgs({
     markdown: { type: 'boolean', default: false },
     metrics: { type: 'string', default: 'off' },
     from: { type: 'string' },
+    'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -37,7 +38,9 @@ if (args.help) {
   --reps 3                    repetitions of track and restore (medians are reported)
   --long-reps 1               repetitions of lateness and health, whose one run yields a distribution
   --stop-max 10000            largest N at which track also times stop() (quadratic in XState; 60 s at 100k)
-  --scenarios track,lateness,health,restore
+  --scenarios track,lateness,health,restore   (also restore-pg: needs PostgreSQL, opt-in)
+  --pg-url URL                restore-pg's database (default postgres://postgres@127.0.0.1:5432/test); it
+                              creates and drops a schema of its own there
   --naive-max 2000            largest N for the naive XState baseline (quadratic: 8,000 runs take 23 s)
   --window-ms 10000           lateness window
   --dagster-interval-ms 1000  the Dagster-style loop's interval (Dagster's default is 120 s)
@@ -263,6 +266,15 @@ async function main() {
         await measure(`prepare SQLite N=${n}`, ['prepare-sqlite', '-', String(n), file], false);
         for (const v of withXState) await repeat(results, 'restore', v, n, reps, [file]);
       }
+      if (scenarios.has('restore-pg')) {
+        const where = [String(args['pg-url']), `runwarden_bench_${process.pid}_${n}`];
+        await measure(`prepare PostgreSQL N=${n}`, ['prepare-pg', '-', String(n), ...where], false);
+        try {
+          await repeat(results, 'restore-pg', 'runwarden', n, reps, where);
+        } finally {
+          await measure(`drop PostgreSQL N=${n}`, ['drop-pg', '-', String(n), ...where], false);
+        }
+      }
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -343,6 +355,13 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     metric: 'restore from SQLite (cold process)',
     unit: 'ms',
     scenario: 'restore',
+    path: 'restoreMs',
+    target: TARGETS_AT_100K.restoreMs,
+  },
+  {
+    metric: 'restore from PostgreSQL (cold process)',
+    unit: 'ms',
+    scenario: 'restore-pg',
     path: 'restoreMs',
     target: TARGETS_AT_100K.restoreMs,
   },

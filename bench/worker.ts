@@ -3,6 +3,7 @@
 import { health } from './scenarios/health.js';
 import { lateness } from './scenarios/lateness.js';
 import { prepareSqlite, restore } from './scenarios/restore.js';
+import { dropPostgres, preparePostgres, restorePostgres } from './scenarios/restore-postgres.js';
 import { track } from './scenarios/track.js';
 
 const [scenario, variant, size, ...rest] = process.argv.slice(2);
@@ -20,6 +21,13 @@ async function main(): Promise<unknown> {
       return restore(variant as Parameters<typeof restore>[0], n, rest[0] as string);
     case 'prepare-sqlite':
       return prepareSqlite(n, rest[0] as string);
+    // PostgreSQL: rest is [url, schema].
+    case 'restore-pg':
+      return restorePostgres(n, rest[0] as string, rest[1] as string);
+    case 'prepare-pg':
+      return preparePostgres(n, rest[0] as string, rest[1] as string);
+    case 'drop-pg':
+      return dropPostgres(rest[0] as string, rest[1] as string);
     default:
       throw new Error(`unknown scenario ${scenario}`);
   }
