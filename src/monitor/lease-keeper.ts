@@ -85,7 +85,7 @@ export class LeaseKeeper {
    * lost it names the epoch it held (the store refuses it if the partition changed hands), and 0 for one it
    * never held (no holder has epoch 0): a write is refused rather than made unfenced.
    */
-  token(runId: string): LeaseToken | undefined {
+  private token(runId: string): LeaseToken | undefined {
     if (!this.enabled) return undefined;
     return { monitorId: this.monitorId, epoch: this.lastEpochs.get(partitionOf(runId)) ?? 0 };
   }
