@@ -32,6 +32,7 @@ const { values: args } = parseArgs({
     markdown: { type: 'boolean', default: false },
     metrics: { type: 'string', default: 'off' },
     from: { type: 'string' },
+    'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -45,12 +46,14 @@ if (args.help) {
   --health-reps 10            repetitions of health alone (default: --long-reps); each run's max timer
                               lateness is listed, and how many stayed under 100 ms
   --stop-max 10000            largest N at which track also times stop() (quadratic in XState; 60 s at 100k)
-  --scenarios track,lateness,health,restore,heartbeat
+  --scenarios track,lateness,health,restore,heartbeat   (also restore-pg: needs PostgreSQL, opt-in)
   --heartbeat-runs 10000      runs in the heartbeat scenario (measured once, shown in that size's table)
   --heartbeat-window-ms 40000 the window over which the heartbeat scenario takes the monitor's CPU
   --only start,restore        a subset of scenarios; also accepts start (= track), deadline (= lateness)
   --out FILE                  also write the JSON report to FILE (what --compare and --from read)
   --compare SAVED.json        print each figure's change against a report saved with --json / --out
+  --pg-url URL                restore-pg's database (default postgres://postgres@127.0.0.1:5432/test); it
+                              creates and drops a schema of its own there
   --naive-max 2000            largest N for the naive XState baseline (quadratic: 8,000 runs take 23 s)
   --window-ms 10000           lateness window
   --dagster-interval-ms 1000  the Dagster-style loop's interval (Dagster's default is 120 s)
@@ -332,6 +335,15 @@ async function main() {
         await measure(`prepare SQLite N=${n}`, ['prepare-sqlite', '-', String(n), file], false);
         for (const v of withXState) await repeat(results, 'restore', v, n, reps, [file]);
       }
+      if (scenarios.has('restore-pg')) {
+        const where = [String(args['pg-url']), `runwarden_bench_${process.pid}_${n}`];
+        await measure(`prepare PostgreSQL N=${n}`, ['prepare-pg', '-', String(n), ...where], false);
+        try {
+          await repeat(results, 'restore-pg', 'runwarden', n, reps, where);
+        } finally {
+          await measure(`drop PostgreSQL N=${n}`, ['drop-pg', '-', String(n), ...where], false);
+        }
+      }
     }
     if (scenarios.has('heartbeat')) await heartbeatArms((all[heartbeatRuns] ??= {}));
   } finally {
@@ -537,6 +549,13 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     unit: 'ms/s',
     scenario: 'heartbeat-flood',
     path: 'cpuMsPerSecond',
+  },
+  {
+    metric: 'restore from PostgreSQL (cold process)',
+    unit: 'ms',
+    scenario: 'restore-pg',
+    path: 'restoreMs',
+    target: TARGETS_AT_100K.restoreMs,
   },
 ];
 

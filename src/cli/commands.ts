@@ -442,7 +442,8 @@ function commandText(tag: string | undefined): string {
 export async function monitorsCommand(options: StoreOptions & { json?: boolean }): Promise<void> {
   const config = resolveConfig(options);
   const store = openExisting(config);
-  const monitors = await closing(store, () => store.listMonitors());
+  // Every built-in store lists its monitors; openExisting gives a RunStore, where the method is optional.
+  const monitors = await closing(store, async () => (store.listMonitors ? store.listMonitors() : []));
   if (options.json) {
     print(JSON.stringify(monitors, null, 2));
     return;
