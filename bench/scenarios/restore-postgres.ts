@@ -7,7 +7,7 @@ import { PostgresRunStore } from '../../src/stores/postgres/postgres-store.js';
 import { quoteIdent } from '../../src/stores/postgres/migrations.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import type { RunStatus } from '../../src/core/types.js';
-import { countingClock, FAR_SECONDS, MIX, populate, RUN_TIMER_MIN_MS } from '../lib.js';
+import { countingClock, cpuSince, FAR_SECONDS, MIX, populate, RUN_TIMER_MIN_MS } from '../lib.js';
 import type { RestoreResult } from './restore.js';
 
 /**
@@ -77,10 +77,13 @@ export async function restorePostgres(n: number, url: string, schema: string): P
   const armed = new Promise<void>((resolve) => {
     resolveArmed = resolve;
   });
+  let cpuMs = Number.NaN;
   const onTarget = () => {
     armedAt = performance.now();
+    cpuMs = cpuSince(cpu0);
     resolveArmed();
   };
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const store = new PostgresRunStore({ connectionString: url }, { schema });
   const monitor = createRunMonitor({
@@ -95,5 +98,5 @@ export async function restorePostgres(n: number, url: string, schema: string): P
   });
   await monitor.start();
   await armed;
-  return { restoreMs: armedAt - t0, uptimeMs: armedAt };
+  return { restoreMs: armedAt - t0, cpuMs, uptimeMs: armedAt };
 }
