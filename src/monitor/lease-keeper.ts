@@ -151,8 +151,9 @@ export class LeaseKeeper {
         { monitorId: this.monitorId, partition, runId },
         `Monitor ${this.monitorId} gave up partition ${partition}: ${(error as Error).message}`,
       );
-      this.options.onLost([partition]);
     }
+    // Also when it was already given up: an actor of that partition must not stay behind to retry.
+    this.options.onLost([partition]);
     void this.renewNow();
   }
 
