@@ -7,7 +7,7 @@
 // With a store without lease methods this monitor owns every run, exactly as a single monitor always did.
 import { RunwardenError } from '../core/errors.js';
 import type { Clock, FencedWrite, Lease, LeaseToken, MonitorIdentity, RunStore } from '../core/types.js';
-import { partitionOf } from '../stores/contract.js';
+import { PARTITION_COUNT, partitionOf } from '../stores/contract.js';
 import type { EffectTracker } from './effect-tracker.js';
 import type { MonitorLogger } from './logger.js';
 
@@ -18,6 +18,11 @@ export interface LeaseKeeperOptions {
   logger: MonitorLogger;
   identity: MonitorIdentity;
   leaseMs: number;
+  /**
+   * Watch every run without holding leases: a dry run's monitor, which decides but writes no decision and
+   * calls no launcher, must not take partitions away from the monitors that act beside it.
+   */
+  watchAll?: boolean;
   /** Partitions this monitor now holds that it did not (or held at another epoch): watch their runs. */
   onGained: (partitions: number[]) => void;
   /** Partitions this monitor no longer holds: stop watching their runs, without acting on them. */
@@ -45,6 +50,7 @@ export class LeaseKeeper {
   constructor(private readonly options: LeaseKeeperOptions) {
     const { store } = options;
     this.enabled =
+      options.watchAll !== true &&
       typeof store.renewLeases === 'function' &&
       typeof store.releaseLeases === 'function' &&
       typeof store.listMonitors === 'function';
@@ -52,6 +58,11 @@ export class LeaseKeeper {
 
   get monitorId(): string {
     return this.options.identity.monitorId;
+  }
+
+  /** The share of the store's runs this monitor watches, by partitions held (1 when it watches them all). */
+  get share(): number {
+    return this.enabled ? this.held.size / PARTITION_COUNT : 1;
   }
 
   /** Whether this monitor watches the run: it holds the run's partition (as of its last renewal). */

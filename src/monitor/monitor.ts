@@ -96,6 +96,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       pid: process.pid,
     },
     leaseMs: config.leaseSeconds * 1000,
+    watchAll: config.dryRun,
     onGained: (partitions) => tracker.track(loadPartitions(partitions)),
     onLost: (partitions) => supervisor?.send({ type: 'runs.release', partitions }),
   });
