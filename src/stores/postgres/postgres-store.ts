@@ -1,7 +1,7 @@
 // A RunStore in PostgreSQL, shared by any number of monitors and run workers on any hosts. The rules are the
 // shared ones in ../contract.ts; this class only stores. The `pg` driver is imported the first time a store
 // built from a connection string is used, so programs that never use PostgreSQL never load it.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { DuplicateRunError, RunNotFoundError, RunwardenError } from '../../core/errors.js';
 import {
   checkLease,
@@ -116,6 +116,8 @@ export class PostgresRunStore implements RunStore {
   readonly #listeners: Listeners;
   readonly #sql: ReturnType<typeof statements>;
   readonly #channel: string;
+  /** Names this store's writes in their notifications, so its own feed is not woken for them. */
+  readonly #origin = randomUUID();
   #pool: PostgresPool | undefined;
   #ready: Promise<PostgresPool> | undefined;
   #notify: NotifyListener | undefined;
@@ -320,13 +322,15 @@ export class PostgresRunStore implements RunStore {
   }
 
   /**
-   * Calls `wake` soon after any process (this one included) commits an event, through LISTEN/NOTIFY on a
-   * connection of its own. A hint to read the tail now; the tail stays the truth.
+   * Calls `wake` soon after another store (another process, or another store object in this one) commits an
+   * event, through LISTEN/NOTIFY on a connection of its own. This store's own writes reach `subscribe` at
+   * once and do not wake it. A hint to read the tail now; the tail stays the truth.
    */
   onRemoteWrite(wake: () => void): () => void {
     this.#checkOpen();
     this.#notify ??= new NotifyListener(
       this.#channel,
+      this.#origin,
       () => this.#openListenConnection(),
       () => {
         // A lost LISTEN connection only delays wakes to the next poll; the feed reports store trouble.
@@ -428,6 +432,7 @@ export class PostgresRunStore implements RunStore {
       event.message,
       event.dataJson ?? null,
       this.#channel,
+      `${this.#origin} `,
     ]);
     return rows[0]!;
   }
@@ -594,7 +599,7 @@ function statements(s: string) {
         UPDATE ${s}.event_counter SET last_seq = last_seq + 1 RETURNING last_seq
       )
       INSERT INTO ${s}.events (seq, run_id, at, type, message, data)
-      SELECT next.last_seq, $1, $2, $3, $4, $5 FROM next, LATERAL (SELECT pg_notify($6, next.last_seq::text)) n
+      SELECT next.last_seq, $1, $2, $3, $4, $5 FROM next, LATERAL (SELECT pg_notify($6, $7 || next.last_seq)) n
       RETURNING ${EVENT_COLUMNS}`,
     // One query for existence and events: the run's row is always there, joined to its events (if any).
     eventsOfRun: `SELECT true AS found, e.seq, e.run_id, e.at, e.type, e.message, e.data
