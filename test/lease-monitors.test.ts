@@ -106,6 +106,15 @@ async function partitionsOf(id: string): Promise<number[]> {
 }
 
 describe('several monitors on one store', () => {
+  it('refuses a monitorId that is not a non-empty string, naming the option', () => {
+    setup();
+    for (const monitorId of ['', '  ', 42]) {
+      expect(() =>
+        createRunMonitor({ store, launcher: new FakeLauncher(), clock, monitorId: monitorId as string }),
+      ).toThrow(/^Invalid monitorId option: expected a non-empty string/);
+    }
+  });
+
   it('spreads the partitions evenly and checks each run from exactly one monitor', async () => {
     setup();
     const runs = await Promise.all(Array.from({ length: 40 }, () => startedRun()));

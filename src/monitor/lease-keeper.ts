@@ -1,9 +1,9 @@
 // The lease keeper: with a store that has lease methods, several monitors share its runs. This monitor
 // renews its partition leases every leaseSeconds / 3 and tells the host which partitions it gained (load
-// their runs) and lost (stop their actors without acting). Its decision writes carry the lease (token());
+// their runs) and lost (stop their actors without acting). Its decision writes carry the lease (fence());
 // the store refuses them once another monitor took the partition over. Launcher calls are made only while
-// mayAct() holds: the partition is held and its lease has not run out by this monitor's own clock — a store
-// cannot fence a launcher, so a monitor that could not renew stops deciding before anyone may take over.
+// mayAct() holds: the partition is held and a third of the lease is left by this monitor's own clock — a
+// store cannot fence a launcher, so a monitor that could not renew stops acting before anyone may take over.
 // With a store without lease methods this monitor owns every run, exactly as a single monitor always did.
 import { RunwardenError } from '../core/errors.js';
 import type { Clock, FencedWrite, Lease, LeaseToken, MonitorIdentity, RunStore } from '../core/types.js';
@@ -151,8 +151,9 @@ export class LeaseKeeper {
         { monitorId: this.monitorId, partition, runId },
         `Monitor ${this.monitorId} gave up partition ${partition}: ${(error as Error).message}`,
       );
-      this.options.onLost([partition]);
     }
+    // Also when it was already given up: an actor of that partition must not stay behind to retry.
+    this.options.onLost([partition]);
     void this.renewNow();
   }
 
