@@ -65,6 +65,13 @@ export interface PostgresRunStoreOptions {
   connectTimeoutMs?: number;
   /** `application_name` of the store's connections (with a connection string). Default `runwarden`. */
   applicationName?: string;
+  /**
+   * The server ends a write transaction of this store that waits longer than this for its next statement,
+   * releasing its locks (idle_in_transaction_session_timeout, set per transaction). A process paused in the
+   * middle of a write (SIGSTOP, a GC pause, a frozen VM) would otherwise hold the run's row, the event
+   * counter or the lease lock, and stall every other writer and monitor until it continued. Default 5000.
+   */
+  idleInTransactionTimeoutMs?: number;
 }
 
 interface RunRow {
@@ -116,6 +123,7 @@ export class PostgresRunStore implements RunStore {
   readonly #listeners: Listeners;
   readonly #sql: ReturnType<typeof statements>;
   readonly #channel: string;
+  readonly #idleLimitMs: number;
   /** Names this store's writes in their notifications, so its own feed is not woken for them. */
   readonly #origin = randomUUID();
   #pool: PostgresPool | undefined;
@@ -148,6 +156,7 @@ export class PostgresRunStore implements RunStore {
     this.#listeners = new Listeners(options.onListenerError);
     this.#sql = statements(quoteIdent(this.schema));
     this.#channel = channelOf(this.schema);
+    this.#idleLimitMs = checkIdleLimit(options.idleInTransactionTimeoutMs ?? 5_000);
   }
 
   async createRun(run: CreateRunInput): Promise<RunRecord> {
@@ -459,7 +468,8 @@ export class PostgresRunStore implements RunStore {
       const client = await pool.connect();
       let broken: Error | undefined;
       try {
-        await client.query('BEGIN');
+        // One round trip: the transaction and its idle limit.
+        await client.query(`BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${this.#idleLimitMs}`);
         try {
           out = await fn(client);
           await client.query('COMMIT');
@@ -548,6 +558,16 @@ export class PostgresRunStore implements RunStore {
     if (error instanceof RunwardenError) return error;
     return connectionFailure(this.location, error) ?? error;
   }
+}
+
+function checkIdleLimit(ms: unknown): number {
+  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 1) {
+    throw new RunwardenError(
+      'INVALID_STORE_OPTION',
+      `idleInTransactionTimeoutMs must be a whole number of milliseconds >= 1; got ${String(ms)}.`,
+    );
+  }
+  return ms;
 }
 
 function checkConnection(connection: unknown): PostgresConnection {
