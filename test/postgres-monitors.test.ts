@@ -104,7 +104,15 @@ launcher:
         return runs.every((r) => r && isTerminal(r.status));
       },
       90_000,
-    );
+    ).catch(async (error: unknown) => {
+      const runs = await Promise.all(all.map((id) => store.getRun(id)));
+      const where = runs.map(
+        (r) => `${r?.runId} ${r?.status} ${JSON.stringify(r?.tags[TAGS.failureReason])}`,
+      );
+      throw new Error(
+        `${(error as Error).message}: ${where.join('; ')}\nB: ${b.output().slice(-3000)}\nC: ${c.output().slice(-3000)}`,
+      );
+    });
     for (const id of finishing) expect((await store.getRun(id))?.status, id).toBe('SUCCESS');
     for (const id of overrunning) {
       const run = (await store.getRun(id))!;
