@@ -67,21 +67,21 @@ launcher:
         const m = await live();
         return m.length === 3 && m.every((x) => x.partitions.length >= 21) ? m : undefined;
       },
-      20_000,
+      40_000,
     );
 
-    // Six runs that finish on their own, six that overrun their max runtime and must be failed by a monitor.
+    // Four runs that finish on their own, four that overrun their max runtime and must be failed by a monitor.
     const launch = (args: string[]) =>
-      runCli(['launch', '--store', url, ...args], { cwd: dir.path, timeoutMs: 30_000 });
+      runCli(['launch', '--store', url, ...args], { cwd: dir.path, timeoutMs: 60_000 });
     const launched = await Promise.all([
-      ...Array.from({ length: 6 }, () => launch(['--wrap', '--', 'sleep', '4'])),
-      ...Array.from({ length: 6 }, () =>
+      ...Array.from({ length: 4 }, () => launch(['--wrap', '--', 'sleep', '4'])),
+      ...Array.from({ length: 4 }, () =>
         launch(['--wrap', '--tag', `${TAGS.maxRuntime}=3`, '--', 'sleep', '60']),
       ),
     ]);
     for (const l of launched) expect(l.code, l.stderr).toBe(0);
-    const finishing = launched.slice(0, 6).map((l) => l.stdout.trim());
-    const overrunning = launched.slice(6).map((l) => l.stdout.trim());
+    const finishing = launched.slice(0, 4).map((l) => l.stdout.trim());
+    const overrunning = launched.slice(4).map((l) => l.stdout.trim());
 
     a.child.kill('SIGKILL');
     b.child.kill('SIGSTOP');
@@ -92,7 +92,7 @@ launcher:
         const m = await live();
         return m.length === 1 && m[0]!.pid === c.child.pid && m[0]!.partitions.length === 64;
       },
-      20_000,
+      40_000,
     );
     b.child.kill('SIGCONT');
 
@@ -103,8 +103,16 @@ launcher:
         const runs = await Promise.all(all.map((id) => store.getRun(id)));
         return runs.every((r) => r && isTerminal(r.status));
       },
-      45_000,
-    );
+      90_000,
+    ).catch(async (error: unknown) => {
+      const runs = await Promise.all(all.map((id) => store.getRun(id)));
+      const where = runs.map(
+        (r) => `${r?.runId} ${r?.status} ${JSON.stringify(r?.tags[TAGS.failureReason])}`,
+      );
+      throw new Error(
+        `${(error as Error).message}: ${where.join('; ')}\nB: ${b.output().slice(-3000)}\nC: ${c.output().slice(-3000)}`,
+      );
+    });
     for (const id of finishing) expect((await store.getRun(id))?.status, id).toBe('SUCCESS');
     for (const id of overrunning) {
       const run = (await store.getRun(id))!;
@@ -125,12 +133,12 @@ launcher:
         const m = await live();
         return m.length === 2 && m.every((x) => x.partitions.length === 32);
       },
-      20_000,
+      40_000,
     );
     expect(b.child.exitCode).toBeNull();
     for (const m of [b, c]) {
       m.child.kill('SIGTERM');
       expect(await new Promise((resolve) => m.child.once('exit', resolve)), m.output()).toBe(0);
     }
-  }, 120_000);
+  }, 240_000);
 });

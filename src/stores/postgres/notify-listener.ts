@@ -6,7 +6,7 @@ import { quoteIdent } from './migrations.js';
 /** The LISTEN connection: a pg.Client of its own, or one checked out of the user's pool. */
 export interface ListenConnection {
   query(text: string): Promise<unknown>;
-  on(event: 'notification', listener: (message: { channel: string }) => void): unknown;
+  on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): unknown;
   on(event: 'error' | 'end', listener: (error?: Error) => void): unknown;
   removeAllListeners(event?: string): unknown;
   /** Closes the connection or hands it back broken, so the pool does not reuse a LISTENing session. */
@@ -23,6 +23,8 @@ export class NotifyListener {
 
   constructor(
     private readonly channel: string,
+    /** Notifications whose payload starts with this (`<origin> <seq>`) are the listener's own writes. */
+    private readonly origin: string,
     private readonly open: () => Promise<ListenConnection>,
     private readonly onError: (error: unknown) => void,
   ) {}
@@ -77,7 +79,9 @@ export class NotifyListener {
       connection.on('error', lost);
       connection.on('end', lost);
       connection.on('notification', (message) => {
-        if (message.channel === this.channel) this.#wakeAll();
+        if (message.channel !== this.channel) return;
+        if (message.payload?.startsWith(`${this.origin} `)) return;
+        this.#wakeAll();
       });
       await connection.query(`LISTEN ${quoteIdent(this.channel)}`);
       if (this.#wakes.size === 0) {

@@ -1,7 +1,7 @@
 // A RunStore in PostgreSQL, shared by any number of monitors and run workers on any hosts. The rules are the
 // shared ones in ../contract.ts; this class only stores. The `pg` driver is imported the first time a store
 // built from a connection string is used, so programs that never use PostgreSQL never load it.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { DuplicateRunError, RunNotFoundError, RunwardenError } from '../../core/errors.js';
 import {
   checkLease,
@@ -65,6 +65,13 @@ export interface PostgresRunStoreOptions {
   connectTimeoutMs?: number;
   /** `application_name` of the store's connections (with a connection string). Default `runwarden`. */
   applicationName?: string;
+  /**
+   * The server ends a write transaction of this store that waits longer than this for its next statement,
+   * releasing its locks (idle_in_transaction_session_timeout, set per transaction). A process paused in the
+   * middle of a write (SIGSTOP, a GC pause, a frozen VM) would otherwise hold the run's row, the event
+   * counter or the lease lock, and stall every other writer and monitor until it continued. Default 5000.
+   */
+  idleInTransactionTimeoutMs?: number;
 }
 
 interface RunRow {
@@ -116,6 +123,9 @@ export class PostgresRunStore implements RunStore {
   readonly #listeners: Listeners;
   readonly #sql: ReturnType<typeof statements>;
   readonly #channel: string;
+  readonly #idleLimitMs: number;
+  /** Names this store's writes in their notifications, so its own feed is not woken for them. */
+  readonly #origin = randomUUID();
   #pool: PostgresPool | undefined;
   #ready: Promise<PostgresPool> | undefined;
   #notify: NotifyListener | undefined;
@@ -146,6 +156,7 @@ export class PostgresRunStore implements RunStore {
     this.#listeners = new Listeners(options.onListenerError);
     this.#sql = statements(quoteIdent(this.schema));
     this.#channel = channelOf(this.schema);
+    this.#idleLimitMs = checkIdleLimit(options.idleInTransactionTimeoutMs ?? 5_000);
   }
 
   async createRun(run: CreateRunInput): Promise<RunRecord> {
@@ -320,13 +331,15 @@ export class PostgresRunStore implements RunStore {
   }
 
   /**
-   * Calls `wake` soon after any process (this one included) commits an event, through LISTEN/NOTIFY on a
-   * connection of its own. A hint to read the tail now; the tail stays the truth.
+   * Calls `wake` soon after another store (another process, or another store object in this one) commits an
+   * event, through LISTEN/NOTIFY on a connection of its own. This store's own writes reach `subscribe` at
+   * once and do not wake it. A hint to read the tail now; the tail stays the truth.
    */
   onRemoteWrite(wake: () => void): () => void {
     this.#checkOpen();
     this.#notify ??= new NotifyListener(
       this.#channel,
+      this.#origin,
       () => this.#openListenConnection(),
       () => {
         // A lost LISTEN connection only delays wakes to the next poll; the feed reports store trouble.
@@ -428,6 +441,7 @@ export class PostgresRunStore implements RunStore {
       event.message,
       event.dataJson ?? null,
       this.#channel,
+      `${this.#origin} `,
     ]);
     return rows[0]!;
   }
@@ -454,7 +468,8 @@ export class PostgresRunStore implements RunStore {
       const client = await pool.connect();
       let broken: Error | undefined;
       try {
-        await client.query('BEGIN');
+        // One round trip: the transaction and its idle limit.
+        await client.query(`BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${this.#idleLimitMs}`);
         try {
           out = await fn(client);
           await client.query('COMMIT');
@@ -545,6 +560,16 @@ export class PostgresRunStore implements RunStore {
   }
 }
 
+function checkIdleLimit(ms: unknown): number {
+  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 1) {
+    throw new RunwardenError(
+      'INVALID_STORE_OPTION',
+      `idleInTransactionTimeoutMs must be a whole number of milliseconds >= 1; got ${String(ms)}.`,
+    );
+  }
+  return ms;
+}
+
 function checkConnection(connection: unknown): PostgresConnection {
   const given = connection as Partial<{ connectionString: unknown; pool: unknown }> | null;
   if (given !== null && typeof given === 'object') {
@@ -594,7 +619,7 @@ function statements(s: string) {
         UPDATE ${s}.event_counter SET last_seq = last_seq + 1 RETURNING last_seq
       )
       INSERT INTO ${s}.events (seq, run_id, at, type, message, data)
-      SELECT next.last_seq, $1, $2, $3, $4, $5 FROM next, LATERAL (SELECT pg_notify($6, next.last_seq::text)) n
+      SELECT next.last_seq, $1, $2, $3, $4, $5 FROM next, LATERAL (SELECT pg_notify($6, $7 || next.last_seq)) n
       RETURNING ${EVENT_COLUMNS}`,
     // One query for existence and events: the run's row is always there, joined to its events (if any).
     eventsOfRun: `SELECT true AS found, e.seq, e.run_id, e.at, e.type, e.message, e.data
