@@ -53,6 +53,8 @@ describe('runwarden on a PostgreSQL store', () => {
       cwd: dir.path,
     });
     expect(launched.code, launched.stderr).toBe(0);
+    // A monitor holds leases on the store: launch knows it is watched, from any machine.
+    expect(launched.stderr).toBe('');
     const runId = launched.stdout.trim();
     const store = new PostgresRunStore({ connectionString: PG_URL }, { schema });
     stores.push(store);
@@ -80,6 +82,15 @@ describe('runwarden on a PostgreSQL store', () => {
     monitor.kill('SIGTERM');
     const code = await new Promise((resolve) => monitor.once('exit', resolve));
     expect(code, output).toBe(0);
+
+    // The monitor released its leases when it stopped: nothing watches the store now, and launch says so.
+    const unwatched = await runCli(['launch', '--store', url, '--', ...workerCommand('succeed')], {
+      cwd: dir.path,
+    });
+    expect(unwatched.code, unwatched.stderr).toBe(0);
+    expect(unwatched.stderr).toContain(
+      `runwarden: warning: no runwarden monitor is watching ${PG_URL} (schema ${schema}): run ${unwatched.stdout.trim()} was started`,
+    );
   }, 60_000);
 
   it('says in one line what is wrong with the URL, the server, the role, the database or the schema version', async () => {

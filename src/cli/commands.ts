@@ -5,7 +5,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { duration, formatTable, oneLine, padEnd, time, UsageError } from './output.js';
 import { copyFrom, followEvents, followFile, stopOnSignals, writeOut } from './follow.js';
-import { heartbeatPath, isMonitorWatching, startHeartbeat } from './watchers.js';
+import { heartbeatPath, isAnyMonitorAlive, isMonitorWatching, startHeartbeat } from './watchers.js';
 import {
   DEFAULT_CONFIG_FILE,
   loadConfigFile,
@@ -292,19 +292,31 @@ export async function launchCommand(
   await closing(store, async () => {
     const launcher = makeLauncher(config, store);
     const monitor = await newMonitor({ store, launcher, config: config.monitor });
-    // The heartbeat file sits next to a SQLite database; monitors of a PostgreSQL store may be anywhere.
-    const { path } = config.storage.sqlite;
-    const watched = config.storage.postgres !== undefined || (await isMonitorWatching({ path }));
+    const watched = await isStoreWatched(store, config);
     const run = await store.createRun({ runId: options.runId, tags });
     const launched = await monitor.launch(run.runId);
     if (options.json) print(JSON.stringify({ ...launched, logPath: launcher.logPath(run.runId) }, null, 2));
     else print(launched.runId);
     if (!watched) {
       warn(
-        `no runwarden monitor is watching ${path}: run ${run.runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: ${monitorInvocation(config, options)}`,
+        `no runwarden monitor is watching ${storeName(config)}: run ${run.runId} was started, but nothing enforces its timeouts or notices a crashed worker until one runs. Start one with: ${monitorInvocation(config, options)}`,
       );
     }
   });
+}
+
+/**
+ * Whether a monitor that acts watches the store: one holding leases on it (listed by the store, from any
+ * machine), or, for a SQLite file, one whose heartbeat file beside the database is fresh. A dry-run monitor
+ * holds no lease and enforces nothing, so it does not count.
+ */
+async function isStoreWatched(store: RunStore, config: RunwardenFileConfig): Promise<boolean> {
+  try {
+    if (store.listMonitors && isAnyMonitorAlive(await store.listMonitors())) return true;
+  } catch {
+    // Only a hint for a warning: a store that cannot list its monitors falls back to the heartbeat file.
+  }
+  return config.storage.postgres === undefined && isMonitorWatching({ path: config.storage.sqlite.path });
 }
 
 /** The `runwarden monitor` command line that watches the store these options name. */

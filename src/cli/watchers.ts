@@ -1,8 +1,8 @@
 // Whether a `runwarden monitor` watches a store, so `runwarden launch` can warn when nothing enforces the
 // deadlines it creates. Every running monitor keeps a heartbeat file next to the SQLite database,
 // `<db>.monitor.json`, rewritten every few seconds and removed when it stops cleanly. A file is not changed
-// in place (written aside, then renamed), so a reader never sees half of one. This needs no schema change;
-// a store-level record of monitors can replace it behind isMonitorWatching().
+// in place (written aside, then renamed), so a reader never sees half of one. Stores that record monitors
+// (their leases) answer first, for monitors on any machine; the file covers the rest.
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 
@@ -18,6 +18,16 @@ interface Heartbeat {
   at: number;
   /** How often its monitor rewrites it; readers judge staleness by it. */
   intervalMs: number;
+}
+
+/**
+ * True when one of the monitors a store lists (they hold leases on it, from any machine) is alive: a
+ * monitor on this host whose process is gone (kill -9) is listed until its lease runs out, and watches
+ * nothing.
+ */
+export function isAnyMonitorAlive(monitors: readonly { host: string; pid: number }[]): boolean {
+  const here = hostname();
+  return monitors.some((m) => m.host !== here || isAlive(m.pid));
 }
 
 /** The heartbeat file of the SQLite database at `dbPath`. */
