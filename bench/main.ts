@@ -81,7 +81,8 @@ function parseSize(text: string): number {
 }
 
 const SCENARIO_ALIASES: Record<string, string> = { start: 'track', deadline: 'lateness', poll: 'health' };
-const SCENARIOS = ['track', 'lateness', 'health', 'restore', 'heartbeat'];
+// restore-pg needs a PostgreSQL server: valid, but not in the default --scenarios.
+const SCENARIOS = ['track', 'lateness', 'health', 'restore', 'heartbeat', 'restore-pg'];
 
 function scenarioName(text: string): string {
   const name = SCENARIO_ALIASES[text.trim()] ?? text.trim();

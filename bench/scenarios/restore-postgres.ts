@@ -7,8 +7,8 @@ import { PostgresRunStore } from '../../src/stores/postgres/postgres-store.js';
 import { quoteIdent } from '../../src/stores/postgres/migrations.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import type { RunStatus } from '../../src/core/types.js';
-import { countingClock, cpuSince, FAR_SECONDS, MIX, populate, RUN_TIMER_MIN_MS } from '../lib.js';
-import type { RestoreResult } from './restore.js';
+import { countingClock, FAR_SECONDS, MIX, populate, RUN_TIMER_MIN_MS } from '../lib.js';
+import { type RestoreResult, restoreTimer } from './restore.js';
 
 /**
  * Writes N active runs (the MIX of statuses) to a new schema. The first runs go through the store's API;
@@ -72,19 +72,7 @@ export async function dropPostgres(url: string, schema: string): Promise<{ ms: n
 
 /** A cold monitor over the schema: from opening the store until the N-th run deadline was armed. */
 export async function restorePostgres(n: number, url: string, schema: string): Promise<RestoreResult> {
-  let armedAt = Number.NaN;
-  let resolveArmed!: () => void;
-  const armed = new Promise<void>((resolve) => {
-    resolveArmed = resolve;
-  });
-  let cpuMs = Number.NaN;
-  const onTarget = () => {
-    armedAt = performance.now();
-    cpuMs = cpuSince(cpu0);
-    resolveArmed();
-  };
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
+  const { onTarget, result } = restoreTimer();
   const store = new PostgresRunStore({ connectionString: url }, { schema });
   const monitor = createRunMonitor({
     store,
@@ -97,6 +85,5 @@ export async function restorePostgres(n: number, url: string, schema: string): P
     },
   });
   await monitor.start();
-  await armed;
-  return { restoreMs: armedAt - t0, cpuMs, uptimeMs: armedAt };
+  return result;
 }

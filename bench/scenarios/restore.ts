@@ -90,20 +90,26 @@ export async function prepareSqlite(
   return { ms: performance.now() - t0 };
 }
 
-export async function restore(variant: RestoreVariant, n: number, path: string): Promise<RestoreResult> {
-  let armedAt = Number.NaN;
-  let resolveArmed!: () => void;
-  const armed = new Promise<void>((resolve) => {
-    resolveArmed = resolve;
-  });
-  let cpuMs = Number.NaN;
-  const onTarget = () => {
-    armedAt = performance.now();
-    cpuMs = cpuSince(cpu0);
-    resolveArmed();
-  };
+/**
+ * Times a cold restore from now: `onTarget` is called when the N-th run deadline is armed, and `result`
+ * then resolves with the wall time, the process CPU and the uptime (performance.now() counts from the
+ * process's start).
+ */
+export function restoreTimer(): { onTarget: () => void; result: Promise<RestoreResult> } {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
+  let onTarget!: () => void;
+  const result = new Promise<RestoreResult>((resolve) => {
+    onTarget = () => {
+      const armedAt = performance.now();
+      resolve({ restoreMs: armedAt - t0, cpuMs: cpuSince(cpu0), uptimeMs: armedAt });
+    };
+  });
+  return { onTarget, result };
+}
+
+export async function restore(variant: RestoreVariant, n: number, path: string): Promise<RestoreResult> {
+  const { onTarget, result } = restoreTimer();
   const store = SqliteRunStore.open(path);
   if (variant === 'floor') {
     const timers = new Map<string, NodeJS.Timeout>();
@@ -138,7 +144,5 @@ export async function restore(variant: RestoreVariant, n: number, path: string):
         : createRunMonitor({ store, launcher, clock, config });
     await monitor.start();
   }
-  await armed;
-  // performance.now() counts from the process's start.
-  return { restoreMs: armedAt - t0, cpuMs, uptimeMs: armedAt };
+  return result;
 }
