@@ -374,7 +374,11 @@ interface FailoverResult {
   lost: number;
   doubleDecisions: number;
   doubleTerminates: number;
-  /** Decided (RUN_FAILURE written) but never terminated: the killed monitor died between the two. */
+  /**
+   * Decided (RUN_FAILURE written, termination journaled) but not terminated within the scenario: the
+   * deciding monitor lost the lease before the launcher call, or was the one killed. The next health poll
+   * terminates them; the scenario's poll interval is an hour.
+   */
   decidedNotTerminated: number;
 }
 
@@ -508,7 +512,7 @@ function deadlineTable(rows: DeadlineResult[]): string {
 
 function failoverTable(rows: FailoverResult[]): string {
   const lines = [
-    '| lease_seconds | runs | partitions of the killed monitor | its runs due before takeover | takeover (ms) | all due decided (ms) | target (lease + one renewal) | its runs late p99 / max (ms) | others late p99 (ms) | lost | double decisions / terminates | decided, not terminated |',
+    '| lease_seconds | runs | partitions of the killed monitor | its runs due before takeover | takeover (ms) | all due decided (ms) | target (lease + one renewal) | its runs late p99 / max (ms) | others late p99 (ms) | lost | double decisions / terminates | decided, not terminated (journaled for the next poll) |',
     '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const r of rows) {
