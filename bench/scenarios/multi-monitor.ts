@@ -217,16 +217,13 @@ class MonitorGroup {
   }
 }
 
-/** The start timeout of every run: their deadlines are launchedAt + this. */
-const START_TIMEOUT_SECONDS = 60;
-
 /**
- * The monitors start on the empty store and share its partitions first (a monitor that started alone
- * would load every run, then hand two thirds over); then this process creates the runs, which the monitors
- * learn through the change feed. Run i's deadline is `firstDeadline + i * windowMs / n`, with room before
- * the first deadline to create them all (~1.5 ms a run on this machine).
+ * The bench creates the runs first (no monitor is reading the feed yet, and writing them takes a while
+ * under load), then starts the monitors with the start timeout that puts the first deadline at a time
+ * known only then: run i was launched at `origin + i * windowMs / n`, and its deadline is that plus the
+ * timeout. The monitors get the time to start, share the partitions (two renewals) and load the runs.
  */
-async function monitorsThenRuns(
+async function runsThenMonitors(
   url: string,
   db: Client,
   schema: string,
@@ -235,20 +232,18 @@ async function monitorsThenRuns(
   n: number,
   windowMs: number,
 ) {
-  const store = openStore(url);
-  await store.listRuns({ limit: 1 }); // creates the schema once, before the monitors race to
-  await store.close();
-  const config = { ...QUIET, leaseSeconds, startTimeoutSeconds: START_TIMEOUT_SECONDS };
+  const origin = Date.now() - windowMs - SECOND;
+  await populate(url, n, (i) => origin + (i * windowMs) / n);
+  const firstDeadline = Date.now() + 3 * SECOND + (2 * leaseSeconds * SECOND) / 3 + n * 0.3;
+  const startTimeoutSeconds = (firstDeadline - origin) / SECOND;
+  const config = { ...QUIET, leaseSeconds, startTimeoutSeconds };
   const { group } = await startBalanced(url, db, schema, count, config);
-  const firstDeadline = Date.now() + 3 * SECOND + n * 2;
-  const deadlineOf = (i: number) => firstDeadline + (i * windowMs) / n;
-  try {
-    await populate(url, n, (i) => deadlineOf(i) - START_TIMEOUT_SECONDS * SECOND);
-  } catch (error) {
-    group.killAll();
-    throw error;
-  }
-  return { group, firstDeadline, deadlineOf, populatedLateMs: Math.max(0, Date.now() - firstDeadline) };
+  return {
+    group,
+    firstDeadline,
+    deadlineOf: (i: number) => firstDeadline + (i * windowMs) / n,
+    readyLateMs: Math.max(0, Date.now() - firstDeadline),
+  };
 }
 
 async function startBalanced(
@@ -283,7 +278,7 @@ interface DeadlineResult {
   lateness: Distribution;
   /** Deadlines decided per second, from the first deadline to the last decision. */
   handledPerSecond: number;
-  /** ms by which creating the runs ended after the first deadline (0: in time). */
+  /** ms by which the monitors shared the partitions after the first deadline (0: in time). */
   readyLateMs: number;
   monitorCpuMicrosPerDeadline: number;
   postgresCpuMicrosPerDeadline: number;
@@ -304,7 +299,7 @@ async function deadlineRun(
   const schema = `bench_multi_deadline_${process.pid}`;
   const leaseSeconds = 15; // the default; 3 s lost leases under this machine's load
   return withSchema(pgUrl, schema, async (url, db) => {
-    const { group, firstDeadline, deadlineOf, populatedLateMs } = await monitorsThenRuns(
+    const { group, firstDeadline, deadlineOf, readyLateMs } = await runsThenMonitors(
       url,
       db,
       schema,
@@ -340,7 +335,7 @@ async function deadlineRun(
         runs: n,
         lateness: distribution(lateness),
         handledPerSecond: n / ((last - firstDeadline) / SECOND),
-        readyLateMs: populatedLateMs,
+        readyLateMs,
         monitorCpuMicrosPerDeadline: (cpu1 - cpu0) / n,
         postgresCpuMicrosPerDeadline: (pg1 - pg0) / n,
         commitsPerSecond: (commits1 - commits0) / ((t1 - t0) / SECOND),
@@ -387,7 +382,7 @@ async function failoverRun(pgUrl: string, n: number, leaseSeconds: number): Prom
   const leaseMs = leaseSeconds * SECOND;
   const windowMs = leaseMs + 10 * SECOND;
   return withSchema(pgUrl, schema, async (url, db) => {
-    const { group, firstDeadline, deadlineOf, populatedLateMs } = await monitorsThenRuns(
+    const { group, firstDeadline, deadlineOf, readyLateMs } = await runsThenMonitors(
       url,
       db,
       schema,
@@ -397,7 +392,7 @@ async function failoverRun(pgUrl: string, n: number, leaseSeconds: number): Prom
       windowMs,
     );
     try {
-      if (populatedLateMs > 0) log(`  failover: runs created ${populatedLateMs} ms after the first deadline`);
+      if (readyLateMs > 0) log(`  failover: monitors balanced ${readyLateMs} ms after the first deadline`);
       await sleep(firstDeadline + 2 * SECOND - Date.now());
       const victim = group.ids[0]!;
       const victimPartitions = new Set(
@@ -504,7 +499,7 @@ function deadlineTable(rows: DeadlineResult[]): string {
   for (const r of rows) {
     const l = r.lateness;
     lines.push(
-      `| ${r.rate} | ${r.monitors} | ${r.runs.toLocaleString('en-US')} | ${ms(l.p50)} / ${ms(l.p99)} / ${ms(l.max)} | ${l.p99 <= 25 ? '✓' : '✗'}${r.readyLateMs > 0 ? ` (ready ${ms(r.readyLateMs)} ms late)` : ''} | ${ms(r.handledPerSecond)} | ${ms(r.monitorCpuMicrosPerDeadline)} | ${ms(r.postgresCpuMicrosPerDeadline)} | ${ms(r.commitsPerSecond)} | ${r.commitsPerDeadline.toFixed(1)} | ${r.lost} / ${r.doubleDecisions + r.doubleTerminates} |`,
+      `| ${r.rate} | ${r.monitors} | ${r.runs.toLocaleString('en-US')} | ${ms(l.p50)} / ${ms(l.p99)} / ${ms(l.max)} | ${l.p99 <= 25 ? '✓' : '✗'}${r.readyLateMs > 0 ? ` (monitors ready ${ms(r.readyLateMs)} ms late)` : ''} | ${ms(r.handledPerSecond)} | ${ms(r.monitorCpuMicrosPerDeadline)} | ${ms(r.postgresCpuMicrosPerDeadline)} | ${ms(r.commitsPerSecond)} | ${r.commitsPerDeadline.toFixed(1)} | ${r.lost} / ${r.doubleDecisions + r.doubleTerminates} |`,
     );
   }
   return `\n${lines.join('\n')}\n`;
