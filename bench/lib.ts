@@ -6,6 +6,12 @@ import type { Clock, RunRecord, RunStatus, RunStore } from '../src/core/types.js
 export const epochNow = (): number => performance.timeOrigin + performance.now();
 
 export const SECOND = 1000;
+
+/** CPU ms (user + system, every thread of the process) since `start` (a process.cpuUsage()). */
+export function cpuSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
+}
 /** Timeouts used by the track / restore fixtures: long enough that nothing fires during a measurement. */
 export const FAR_SECONDS = 3600;
 /** Run deadlines are at least this far away in track/restore; anything shorter is some other timer. */

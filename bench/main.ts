@@ -33,9 +33,9 @@ const { values: args } = parseArgs({
     markdown: { type: 'boolean', default: false },
     metrics: { type: 'string', default: 'off' },
     from: { type: 'string' },
-    help: { type: 'boolean', default: false },
     'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
-    'multi-rates': { type: 'string', default: '250,500,1000,2000' },
+    help: { type: 'boolean', default: false },
+    'multi-rates': { type: 'string', default: '100,250,500' },
     'failover-leases': { type: 'string', default: '15,3' },
   },
 });
@@ -49,12 +49,14 @@ if (args.help) {
   --health-reps 10            repetitions of health alone (default: --long-reps); each run's max timer
                               lateness is listed, and how many stayed under 100 ms
   --stop-max 10000            largest N at which track also times stop() (quadratic in XState; 60 s at 100k)
-  --scenarios track,lateness,health,restore,heartbeat
+  --scenarios track,lateness,health,restore,heartbeat   (also restore-pg: needs PostgreSQL, opt-in)
   --heartbeat-runs 10000      runs in the heartbeat scenario (measured once, shown in that size's table)
   --heartbeat-window-ms 40000 the window over which the heartbeat scenario takes the monitor's CPU
   --only start,restore        a subset of scenarios; also accepts start (= track), deadline (= lateness)
   --out FILE                  also write the JSON report to FILE (what --compare and --from read)
   --compare SAVED.json        print each figure's change against a report saved with --json / --out
+  --pg-url URL                restore-pg's database (default postgres://postgres@127.0.0.1:5432/test); it
+                              creates and drops a schema of its own there
   --naive-max 2000            largest N for the naive XState baseline (quadratic: 8,000 runs take 23 s)
   --window-ms 10000           lateness window
   --dagster-interval-ms 1000  the Dagster-style loop's interval (Dagster's default is 120 s)
@@ -68,7 +70,7 @@ if (args.help) {
   --from FILE.json            render a report saved with --json instead of measuring
   --only multi-deadline,failover  several monitor processes on one PostgreSQL store (only with --only;
                               docs/performance.md, "Several monitors"); --pg-url postgres://…/test,
-                              --multi-rates 250,500,1000,2000 (deadlines/s), --failover-leases 15,3
+                              --multi-rates 100,250,500 (deadlines/s), --failover-leases 15,3
 `);
   process.exit(0);
 }
@@ -276,9 +278,9 @@ const heartbeatRuns = parseSize(String(args['heartbeat-runs']));
 async function heartbeatArms(results: Results): Promise<void> {
   log(`heartbeat: ${heartbeatRuns} runs`);
   const options = JSON.stringify({ windowMs: Number(args['heartbeat-window-ms']) });
-  const samples: Record<string, Sample[]> = { none: [], paced: [], flood: [] };
+  const samples: Record<string, Sample[]> = { none: [], beating: [], paced: [], flood: [] };
   for (let r = 0; r < reps; r++) {
-    for (const arm of ['none', 'paced'] as const) {
+    for (const arm of ['none', 'beating', 'paced'] as const) {
       const label = `heartbeat ${arm} N=${heartbeatRuns} #${r + 1}`;
       samples[arm]?.push(await measure(label, ['heartbeat', arm, String(heartbeatRuns), options], true));
     }
@@ -352,6 +354,15 @@ async function main() {
         const file = join(tmp, `restore-${n}.db`);
         await measure(`prepare SQLite N=${n}`, ['prepare-sqlite', '-', String(n), file], false);
         for (const v of withXState) await repeat(results, 'restore', v, n, reps, [file]);
+      }
+      if (scenarios.has('restore-pg')) {
+        const where = [String(args['pg-url']), `runwarden_bench_${process.pid}_${n}`];
+        await measure(`prepare PostgreSQL N=${n}`, ['prepare-pg', '-', String(n), ...where], false);
+        try {
+          await repeat(results, 'restore-pg', 'runwarden', n, reps, where);
+        } finally {
+          await measure(`drop PostgreSQL N=${n}`, ['drop-pg', '-', String(n), ...where], false);
+        }
       }
     }
     if (scenarios.has('heartbeat')) await heartbeatArms((all[heartbeatRuns] ??= {}));
@@ -487,6 +498,7 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     path: 'trackMs',
     target: TARGETS_AT_100K.trackMs,
   },
+  { metric: 'track: CPU until all armed', unit: 'ms', scenario: 'track', path: 'cpuMs' },
   {
     metric: 'memory: retained heap per run',
     unit: 'B',
@@ -523,6 +535,7 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     path: 'restoreMs',
     target: TARGETS_AT_100K.restoreMs,
   },
+  { metric: 'restore: CPU until all armed', unit: 'ms', scenario: 'restore', path: 'cpuMs' },
   {
     metric: 'heartbeat: monitor CPU, no run heartbeating',
     unit: 'ms/s',
@@ -530,7 +543,13 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     path: 'cpuMsPerSecond',
   },
   {
-    metric: 'heartbeat: monitor CPU, every run heartbeating',
+    metric: 'heartbeat: monitor CPU, every run heartbeating, timeout 600 s',
+    unit: 'ms/s',
+    scenario: 'heartbeat-beating',
+    path: 'cpuMsPerSecond',
+  },
+  {
+    metric: 'heartbeat: monitor CPU, every run heartbeating, timeout 15 s',
     unit: 'ms/s',
     scenario: 'heartbeat-paced',
     path: 'cpuMsPerSecond',
@@ -559,21 +578,36 @@ const ROWS: { metric: string; unit: string; scenario: string; path: string; targ
     scenario: 'heartbeat-flood',
     path: 'cpuMsPerSecond',
   },
+  {
+    metric: 'restore from PostgreSQL (cold process)',
+    unit: 'ms',
+    scenario: 'restore-pg',
+    path: 'restoreMs',
+    target: TARGETS_AT_100K.restoreMs,
+  },
 ];
 
 /** Heartbeating / none: issue 11's target is within 10 %. */
 const HEARTBEAT_CPU_TARGET = 1.1;
 
-function heartbeatRatio(results: Results): Row | undefined {
+/** Heartbeating / none, without deadlines due (issue 11's target) and with them. */
+function heartbeatRatios(results: Results): Row[] {
   const none = pick(results, 'heartbeat-none', 'runwarden', 'cpuMsPerSecond');
-  const paced = pick(results, 'heartbeat-paced', 'runwarden', 'cpuMsPerSecond');
-  if (none === undefined || paced === undefined) return undefined;
-  return {
-    metric: 'heartbeat: monitor CPU, heartbeating / none',
-    unit: '×',
-    runwarden: paced / none,
-    target: HEARTBEAT_CPU_TARGET,
-  };
+  const rows: Row[] = [];
+  for (const [arm, label, target] of [
+    ['beating', 'no deadline due', HEARTBEAT_CPU_TARGET],
+    ['paced', 'deadlines firing', undefined],
+  ] as const) {
+    const cpu = pick(results, `heartbeat-${arm}`, 'runwarden', 'cpuMsPerSecond');
+    if (none === undefined || cpu === undefined) continue;
+    rows.push({
+      metric: `heartbeat: monitor CPU, heartbeating / none, ${label}`,
+      unit: '×',
+      runwarden: cpu / none,
+      target,
+    });
+  }
+  return rows;
 }
 
 function buildReport(all: Record<number, Results>) {
@@ -589,13 +623,9 @@ function buildReport(all: Record<number, Results>) {
       dagster: pick(results, r.scenario, 'dagster', r.path),
       target: Number(n) === 100_000 ? r.target : undefined,
     }));
-    const ratio = heartbeatRatio(results);
-    if (ratio)
-      tables[n]?.splice(
-        tables[n].findIndex((r) => r.metric.startsWith('heartbeat: heartbeats')),
-        0,
-        ratio,
-      );
+    const ratios = heartbeatRatios(results);
+    const at = tables[n]?.findIndex((r) => r.metric.startsWith('heartbeat: heartbeats')) ?? -1;
+    if (ratios.length > 0) tables[n]?.splice(at < 0 ? tables[n].length : at, 0, ...ratios);
   }
   // Growth between consecutive sizes: cost ∝ N^k; N log N between 10k and 100k is k ≈ 1.10.
   const growth: Record<string, Record<string, number | undefined>> = {};

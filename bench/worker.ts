@@ -4,6 +4,7 @@ import { health } from './scenarios/health.js';
 import { heartbeat, heartbeatWriter } from './scenarios/heartbeat.js';
 import { lateness } from './scenarios/lateness.js';
 import { prepareSqlite, restore } from './scenarios/restore.js';
+import { dropPostgres, preparePostgres, restorePostgres } from './scenarios/restore-postgres.js';
 import { track } from './scenarios/track.js';
 
 const [scenario, variant, size, ...rest] = process.argv.slice(2);
@@ -26,6 +27,13 @@ async function main(): Promise<unknown> {
       return heartbeatWriter(variant as string, n, JSON.parse(rest[0] ?? '{}'));
     case 'prepare-sqlite':
       return prepareSqlite(n, rest[0] as string);
+    // PostgreSQL: rest is [url, schema].
+    case 'restore-pg':
+      return restorePostgres(n, rest[0] as string, rest[1] as string);
+    case 'prepare-pg':
+      return preparePostgres(n, rest[0] as string, rest[1] as string);
+    case 'drop-pg':
+      return dropPostgres(rest[0] as string, rest[1] as string);
     default:
       throw new Error(`unknown scenario ${scenario}`);
   }

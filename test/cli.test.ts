@@ -255,7 +255,7 @@ launcher:
         2,
         'runwarden: Unknown status "DONE" for --status: expected one of',
       ],
-      [['runs', '--store', 'postgres://db/runs'], 2, 'runwarden: Unsupported store URL'],
+      [['runs', '--store', 'mysql://db/runs'], 2, 'runwarden: Unsupported store URL'],
     ] as const;
     try {
       const own = new SqliteRunStore({ path: join(elsewhere.path, 'own.db') });

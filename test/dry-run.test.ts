@@ -5,6 +5,8 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
 import { TAGS } from '../src/core/types.js';
+import { createRunMonitor } from '../src/monitor/monitor.js';
+import { PARTITION_COUNT } from '../src/stores/contract.js';
 import { type Harness, type HarnessOptions, harness as makeHarness, SECOND } from './harness.js';
 import { parsePrometheusText, sampleValue } from './prometheus.js';
 
@@ -134,5 +136,29 @@ describe('dry run', () => {
     ).toBe(1);
     const samples = families.get('runwarden_decisions_total')?.samples ?? [];
     expect(samples.every((s) => s.labels.dry_run === 'true')).toBe(true);
+  });
+
+  it('beside a monitor that acts, on one store: takes no partition from it, and both decide every run', async () => {
+    const h = await harness({ config: { startTimeoutSeconds: 60 } });
+    const acting = createRunMonitor({
+      store: h.store,
+      launcher: h.launcher,
+      clock: h.clock,
+      monitorId: 'acting',
+      config: { startTimeoutSeconds: 60, leaseSeconds: 15 },
+    });
+    await acting.start();
+    const runIds = [];
+    for (let i = 0; i < 10; i++) runIds.push(await h.launchedRun());
+    await h.step(5, 5 * SECOND); // past two lease renewals
+    const monitors = await h.store.listMonitors!();
+    expect(monitors.map((m) => [m.monitorId, m.partitions.length])).toEqual([['acting', PARTITION_COUNT]]);
+    await h.advance(60 * SECOND);
+    await acting.settle();
+    for (const runId of runIds) {
+      expect(await h.status(runId)).toBe('FAILURE');
+      expect(await wouldHave(h, runId)).toHaveLength(1);
+    }
+    await acting.stop();
   });
 });

@@ -106,6 +106,15 @@ async function partitionsOf(id: string): Promise<number[]> {
 }
 
 describe('several monitors on one store', () => {
+  it('refuses a monitorId that is not a non-empty string, naming the option', () => {
+    setup();
+    for (const monitorId of ['', '  ', 42]) {
+      expect(() =>
+        createRunMonitor({ store, launcher: new FakeLauncher(), clock, monitorId: monitorId as string }),
+      ).toThrow(/^Invalid monitorId option: expected a non-empty string/);
+    }
+  });
+
   it('spreads the partitions evenly and checks each run from exactly one monitor', async () => {
     setup();
     const runs = await Promise.all(Array.from({ length: 40 }, () => startedRun()));
@@ -234,5 +243,36 @@ describe('several monitors on one store', () => {
     // The refused call used up its attempt, like a resume that failed: the worker comes with attempt 2.
     expect(a.launcher.calls.resume).toEqual([{ runId: run.runId, attempt: 2 }]);
     expect((await store.getRun(run.runId))?.resumeAttempts).toBe(2);
+  });
+
+  it('the crash brake counts minRuns over the whole store: an outage split over two monitors is held by both', async () => {
+    setup();
+    // 40 runs with fixed ids, so the split between the two monitors is the same every time.
+    const runs: RunRecord[] = [];
+    for (let i = 0; i < 40; i++) {
+      await store.createRun({ runId: `run-${i}` });
+      await store.transition(`run-${i}`, { to: 'STARTING' });
+      runs.push((await store.transition(`run-${i}`, { to: 'STARTED' }))!);
+    }
+    const config = {
+      maxResumeRunAttempts: 1,
+      unknownHealthTolerance: 0,
+      crashBrake: { ratio: 0.5, minRuns: 30, maxHoldSeconds: 600 },
+    };
+    const a = await join('a', config);
+    const b = await join('b', config);
+    await advance((LEASE / 3) * SECOND);
+    const owned = (await store.listMonitors()).map((m) => m.runsOwned);
+    // Each watches fewer runs than minRuns, but at least its half of it.
+    expect(owned.every((n) => n < 30 && n >= 15)).toBe(true);
+    a.launcher.setHealth('FAILED');
+    b.launcher.setHealth('FAILED');
+    await advance(10 * SECOND); // one poll each
+    expect([...a.launcher.calls.resume, ...b.launcher.calls.resume]).toEqual([]);
+    for (const run of runs) {
+      expect(await store.getEvents(run.runId, { types: ['ENGINE_EVENT'] })).toContainEqual(
+        expect.objectContaining({ message: expect.stringMatching(/^Held the crash action/) }),
+      );
+    }
   });
 });

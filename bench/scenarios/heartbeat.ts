@@ -2,11 +2,13 @@
 // it. Each arm runs in a fresh process over its own SQLite file of N STARTED runs, with the monitor's normal
 // work going on: the feed tails the store every second and a health poll (answered at once by a
 // FakeLauncher) runs every 20 s. The heartbeats come from a second process, as workers' would.
-//   none:  the heartbeat timeout is off and nothing heartbeats. The same runs, the same monitor otherwise.
-//   paced: a 15 s heartbeat timeout, every run heartbeating every 5 s (a third of it, as the worker SDK
-//          does). Heartbeats append no event, so the monitor's cost is its liveness timers: each fires about
-//          twice per run in the 40 s window, re-reads the run, finds the heartbeat moved and re-arms.
-//   flood: as paced, but the writer heartbeats as fast as the store takes it: the rate the store sustains.
+//   none:    the heartbeat timeout is off and nothing heartbeats. The same runs, the same monitor otherwise.
+//   beating: every run heartbeating every 5 s, with a 600 s heartbeat timeout: each run's liveness timer
+//            is armed, none falls due in the window. What heartbeats themselves cost the monitor.
+//   paced:   the same heartbeats with a 15 s timeout (the SDK beats at a third of it). Heartbeats append
+//            no event, so the monitor's extra cost is its liveness timers: each fires about twice per run
+//            in the 40 s window, re-reads the run, finds the heartbeat moved and re-arms.
+//   flood:   as paced, but the writer heartbeats as fast as the store takes it: the rate it sustains.
 // The monitor's CPU (its own process only) over the window is the figure; no run may leave STARTED.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -21,11 +23,10 @@ import { FakeLauncher } from '../../src/testing/index.js';
 import { pages, runIdOf, SECOND, sleep } from '../lib.js';
 import { prepareSqlite } from './restore.js';
 
-export type HeartbeatArm = 'none' | 'paced' | 'flood';
+export type HeartbeatArm = 'none' | 'beating' | 'paced' | 'flood';
 
 export interface HeartbeatOptions {
   windowMs?: number;
-  timeoutSeconds?: number;
 }
 
 export interface HeartbeatResult {
@@ -42,15 +43,17 @@ export interface HeartbeatResult {
 }
 
 const POLL_INTERVAL_SECONDS = 20;
+/** How often every run heartbeats (a third of the 15 s timeout of `paced`). */
+const BEAT_INTERVAL_MS = 5 * SECOND;
 
 export async function heartbeat(
   arm: HeartbeatArm,
   n: number,
   options: HeartbeatOptions,
 ): Promise<HeartbeatResult> {
-  if (!['none', 'paced', 'flood'].includes(arm)) throw new Error(`unknown heartbeat arm ${arm}`);
-  const timeoutSeconds = options.timeoutSeconds ?? 15;
-  const intervalMs = (timeoutSeconds * SECOND) / 3;
+  if (!['none', 'beating', 'paced', 'flood'].includes(arm)) throw new Error(`unknown heartbeat arm ${arm}`);
+  const timeoutSeconds = arm === 'beating' ? 600 : 15;
+  const intervalMs = BEAT_INTERVAL_MS;
   const windowMs = options.windowMs ?? (arm === 'flood' ? 10 * SECOND : 40 * SECOND);
   const dir = mkdtempSync(join(os.tmpdir(), 'runwarden-heartbeat-'));
   const path = join(dir, 'runs.db');
@@ -65,12 +68,13 @@ export async function heartbeat(
     }
     // The writer beats from before the monitor starts, so a slow start (a loaded machine) cannot let a
     // deadline pass unbeaten.
-    const writer = arm === 'none' ? undefined : startWriter(path, n, arm === 'paced' ? intervalMs : 0);
+    const writer = arm === 'none' ? undefined : startWriter(path, n, arm === 'flood' ? 0 : intervalMs);
     await writer?.ready;
     let armed = 0;
-    // Liveness delays are at most the timeout; the feed (1 s), the poll (20 s) and launcher timeouts
-    // (60 s) fall outside that range.
-    const isLiveness = (ms: number) => ms > 1.5 * SECOND && ms <= timeoutSeconds * SECOND;
+    // Liveness delays lie within three beats of the timeout; the feed (1 s), the poll (20 s) and launcher
+    // timeouts (60 s) fall outside that range.
+    const shortest = Math.max(1.5 * SECOND, timeoutSeconds * SECOND - 3 * intervalMs - SECOND);
+    const isLiveness = (ms: number) => ms > shortest && ms <= timeoutSeconds * SECOND;
     const clock: Clock = {
       now: () => Date.now(),
       setTimeout: (fn, ms) => {

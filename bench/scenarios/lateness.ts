@@ -37,7 +37,10 @@ export interface LatenessResult {
   lateness: Distribution;
   /** ms by which arming finished after the first deadline (0: armed in time). */
   armedLateMs: number;
-  /** CPU ms (user + system) the process used from the first deadline until the last failure. */
+  /**
+   * CPU ms (user + system) the process used from the first deadline until the last failure; NaN when
+   * arming was not finished by the first deadline.
+   */
   cpuMs: number;
   windowMs: number;
   /** With `metrics`: the observations in runwarden_deadline_lateness_seconds (must be N). */
@@ -164,7 +167,9 @@ export async function lateness(
   return {
     lateness: distribution(lateness),
     armedLateMs: Math.max(0, armedAt - firstDeadline),
-    cpuMs: (cpu.user + cpu.system) / 1000,
+    // Arming that ended after the first deadline (or never, within the window: a loaded machine) leaves
+    // the CPU window short of the work it should hold: no figure rather than a wrong one.
+    cpuMs: armedAt <= firstDeadline ? (cpu.user + cpu.system) / 1000 : Number.NaN,
     windowMs,
     ...(registry && { latenessObserved: Number(observed?.[1]) }),
   };

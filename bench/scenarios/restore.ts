@@ -9,6 +9,7 @@ import { FakeLauncher } from '../../src/testing/index.js';
 import { ACTIVE_STATUSES, type RunStatus } from '../../src/core/types.js';
 import {
   countingClock,
+  cpuSince,
   deadlineOf,
   FAR_SECONDS,
   MIX,
@@ -23,6 +24,8 @@ export type RestoreVariant = 'runwarden' | 'naive' | 'floor' | 'xstate';
 export interface RestoreResult {
   /** From opening the store until the N-th run deadline was armed. */
   restoreMs: number;
+  /** CPU (user + system, all threads) over the same span: less disturbed by other load than wall time. */
+  cpuMs: number;
   /** Process uptime at that moment: includes starting Node and loading the modules. */
   uptimeMs: number;
 }
@@ -93,10 +96,13 @@ export async function restore(variant: RestoreVariant, n: number, path: string):
   const armed = new Promise<void>((resolve) => {
     resolveArmed = resolve;
   });
+  let cpuMs = Number.NaN;
   const onTarget = () => {
     armedAt = performance.now();
+    cpuMs = cpuSince(cpu0);
     resolveArmed();
   };
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const store = SqliteRunStore.open(path);
   if (variant === 'floor') {
@@ -134,5 +140,5 @@ export async function restore(variant: RestoreVariant, n: number, path: string):
   }
   await armed;
   // performance.now() counts from the process's start.
-  return { restoreMs: armedAt - t0, uptimeMs: armedAt };
+  return { restoreMs: armedAt - t0, cpuMs, uptimeMs: armedAt };
 }

@@ -11,6 +11,7 @@ import {
   countingClock,
   deadlineOf,
   FAR_SECONDS,
+  cpuSince,
   heapUsed,
   MIX,
   pages,
@@ -25,6 +26,8 @@ export interface TrackResult {
   trackMs: number;
   /** ms until start() resolved. */
   startResolvedMs: number;
+  /** CPU (user + system, all threads: GC included) from start() until the N-th timer was armed. */
+  cpuMs: number;
   /** Retained heap per monitored run (bytes), after GC, the store's own records excluded. */
   bytesPerRun: number;
   /** ms for monitor.stop() (the floor: clearing its timers) with every run still armed. */
@@ -62,9 +65,12 @@ export async function track(
   const armed = new Promise<void>((resolve) => {
     resolveArmed = resolve;
   });
+  let cpuMs = Number.NaN;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const onTarget = () => {
     armedAt = performance.now();
+    cpuMs = cpuSince(cpu0);
     resolveArmed();
   };
 
@@ -164,8 +170,8 @@ export async function track(
   // monitor.stop() with every run actor still armed: a host shutting down.
   const s0 = performance.now();
   if (options.measureStop === false)
-    return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs: Number.NaN, scrapeMs };
+    return { trackMs: armedAt - t0, cpuMs, startResolvedMs, bytesPerRun, stopMs: Number.NaN, scrapeMs };
   await stop();
   const stopMs = performance.now() - s0;
-  return { trackMs: armedAt - t0, startResolvedMs, bytesPerRun, stopMs, scrapeMs };
+  return { trackMs: armedAt - t0, cpuMs, startResolvedMs, bytesPerRun, stopMs, scrapeMs };
 }

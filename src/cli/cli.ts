@@ -109,6 +109,18 @@ storeOptions(
 
 storeOptions(
   program
+    .command('monitors')
+    .description(
+      'list the monitors running on this store: id, host, pid, last lease renewal, partitions, runs owned',
+    )
+    .option('--json', 'print the monitors as a JSON array'),
+).action(async (options) => {
+  const { monitorsCommand } = await import('./commands.js');
+  await monitorsCommand(options);
+});
+
+storeOptions(
+  program
     .command('events')
     .description("show a run's event log, oldest first")
     .argument('<run-id>', 'the run')

@@ -207,6 +207,7 @@ async function watchRuns(
         store: storeName(config),
         config: config.file ?? '(defaults)',
         logDir: config.launcher.process.logDir,
+        monitorId: monitor.monitorId,
         ...(http && { http: http.server.url }),
       },
       'runwarden monitor running; stop it with SIGTERM or SIGINT',
@@ -434,6 +435,38 @@ function commandText(tag: string | undefined): string {
     // show it as stored
   }
   return tag;
+}
+
+// --- monitors --------------------------------------------------------------------------------------------
+
+export async function monitorsCommand(options: StoreOptions & { json?: boolean }): Promise<void> {
+  const config = resolveConfig(options);
+  const store = openExisting(config);
+  // Every built-in store lists its monitors; openExisting gives a RunStore, where the method is optional.
+  const monitors = await closing(store, async () => (store.listMonitors ? store.listMonitors() : []));
+  if (options.json) {
+    print(JSON.stringify(monitors, null, 2));
+    return;
+  }
+  if (monitors.length === 0) {
+    print('No monitor is running on this store (none renewed its lease in time).');
+    return;
+  }
+  const now = Date.now();
+  print(
+    formatTable(
+      ['MONITOR ID', 'HOST', 'PID', 'STARTED', 'LAST RENEWAL', 'PARTITIONS', 'RUNS OWNED'],
+      monitors.map((m) => [
+        m.monitorId,
+        m.host,
+        String(m.pid),
+        time(m.startedAt),
+        `${time(m.renewedAt)} (${duration(now - m.renewedAt)} ago)`,
+        String(m.partitions.length),
+        String(m.runsOwned),
+      ]),
+    ),
+  );
 }
 
 // --- events ----------------------------------------------------------------------------------------------

@@ -52,17 +52,22 @@ export class CrashBrake {
   /**
    * Dead and unsure count together: a launcher that fails half its checks and finds a quarter of the rest
    * dead is no more believable than one that finds three quarters dead.
+   *
+   * `share` is the part of the store's runs this monitor watches (its partitions): minRuns counts runs of
+   * the whole store, so with several monitors each brakes at its share of it. Otherwise an outage split
+   * over many monitors would leave each below minRuns, and every one of them would act.
    */
-  tripped(tally: PollTally): boolean {
+  tripped(tally: PollTally, share = 1): boolean {
+    const minRuns = Math.max(1, Math.ceil(this.config.minRuns * share));
     return (
       this.enabled &&
-      tally.checked >= this.config.minRuns &&
+      tally.checked >= minRuns &&
       tally.dead + tally.unsure > this.config.ratio * tally.checked
     );
   }
 
-  judge(tally: PollTally): BrakeVerdict {
-    if (!this.tripped(tally)) {
+  judge(tally: PollTally, share = 1): BrakeVerdict {
+    if (!this.tripped(tally, share)) {
       this.heldSince = undefined;
       return { kind: 'act' };
     }

@@ -121,6 +121,7 @@ export function providedRunMachine(host: MonitorHost) {
         const run = await mustGetRun(host, runId);
         const leased = whileLeased(runId, 'terminate');
         if (leased) await leased;
+        runLogger(host, runId).debug({ launcher: 'terminate' }, 'Terminating the run worker.');
         const gone = await terminateOnce(host, run);
         if (gone && journaled) await clearTerminatePending(host, runId);
         return gone;
@@ -133,6 +134,10 @@ export function providedRunMachine(host: MonitorHost) {
           const run = await mustGetRun(host, runId);
           const leased = whileLeased(runId, 'resume');
           if (leased) await leased;
+          runLogger(host, runId).debug(
+            { launcher: 'resume', attempt },
+            'Resuming the run with a new worker.',
+          );
           await launcher.resume(run, attempt);
           // The new worker's liveness counts from now, not from the silence of the one it replaces. Best
           // effort: the worker is launched either way, and its own first heartbeat does the same.

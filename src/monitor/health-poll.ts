@@ -8,7 +8,7 @@ import type { PollHealthInput, SupervisorEvent } from '../../machines/supervisor
 import { ACTIVE_STATUSES, type HealthResult, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
 import { type BrakeVerdict, type CrashBrake, isBadResult, tallyOf } from './crash-brake.js';
 import { clearTerminatePending } from './effects.js';
-import { callLauncher, type MonitorHost, runLogger, terminateOnce } from './host.js';
+import { callLauncher, isLeaseLost, type MonitorHost, runLogger, terminateOnce } from './host.js';
 import { type HealthCheckLabel, NO_METRICS } from './metrics.js';
 
 const LIST_PAGE = 1000;
@@ -78,7 +78,7 @@ export function healthPollActor(host: MonitorHost, options: HealthPollOptions) {
         bad.map((b) => b.result),
         checked,
       );
-      const verdict = crashBrake.judge(tally);
+      const verdict = crashBrake.judge(tally, host.leases.share);
       metrics.crashBrake(verdict.kind === 'hold' ? bad.length : 0);
       if (verdict.kind === 'hold') {
         await holdCrashActions(host, bad, tally, verdict, () => stopped);
@@ -189,8 +189,11 @@ async function holdCrashActions(
         }),
       );
     } catch (err) {
+      // Another monitor owns the run now: it is not ours to hold or to report.
+      if (isLeaseLost(err)) host.leases.lost(run.runId, err);
       // The hold itself does not depend on the event: log the first failure, count the rest.
-      if (failures++ === 0) runLogger(host, run.runId).error({ err }, 'Could not record a crash brake hold.');
+      else if (failures++ === 0)
+        runLogger(host, run.runId).error({ err }, 'Could not record a crash brake hold.');
     }
   }
 }

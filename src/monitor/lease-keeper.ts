@@ -1,13 +1,13 @@
 // The lease keeper: with a store that has lease methods, several monitors share its runs. This monitor
 // renews its partition leases every leaseSeconds / 3 and tells the host which partitions it gained (load
-// their runs) and lost (stop their actors without acting). Its decision writes carry the lease (token());
+// their runs) and lost (stop their actors without acting). Its decision writes carry the lease (fence());
 // the store refuses them once another monitor took the partition over. Launcher calls are made only while
-// mayAct() holds: the partition is held and its lease has not run out by this monitor's own clock — a store
-// cannot fence a launcher, so a monitor that could not renew stops deciding before anyone may take over.
+// mayAct() holds: the partition is held and a third of the lease is left by this monitor's own clock — a
+// store cannot fence a launcher, so a monitor that could not renew stops acting before anyone may take over.
 // With a store without lease methods this monitor owns every run, exactly as a single monitor always did.
 import { RunwardenError } from '../core/errors.js';
 import type { Clock, FencedWrite, Lease, LeaseToken, MonitorIdentity, RunStore } from '../core/types.js';
-import { partitionOf } from '../stores/contract.js';
+import { PARTITION_COUNT, partitionOf } from '../stores/contract.js';
 import type { EffectTracker } from './effect-tracker.js';
 import type { MonitorLogger } from './logger.js';
 
@@ -18,6 +18,11 @@ export interface LeaseKeeperOptions {
   logger: MonitorLogger;
   identity: MonitorIdentity;
   leaseMs: number;
+  /**
+   * Watch every run without holding leases: a dry run's monitor, which decides but writes no decision and
+   * calls no launcher, must not take partitions away from the monitors that act beside it.
+   */
+  watchAll?: boolean;
   /** Partitions this monitor now holds that it did not (or held at another epoch): watch their runs. */
   onGained: (partitions: number[]) => void;
   /** Partitions this monitor no longer holds: stop watching their runs, without acting on them. */
@@ -45,6 +50,7 @@ export class LeaseKeeper {
   constructor(private readonly options: LeaseKeeperOptions) {
     const { store } = options;
     this.enabled =
+      options.watchAll !== true &&
       typeof store.renewLeases === 'function' &&
       typeof store.releaseLeases === 'function' &&
       typeof store.listMonitors === 'function';
@@ -52,6 +58,11 @@ export class LeaseKeeper {
 
   get monitorId(): string {
     return this.options.identity.monitorId;
+  }
+
+  /** The share of the store's runs this monitor watches, by partitions held (1 when it watches them all). */
+  get share(): number {
+    return this.enabled ? this.held.size / PARTITION_COUNT : 1;
   }
 
   /** Whether this monitor watches the run: it holds the run's partition (as of its last renewal). */
@@ -85,7 +96,7 @@ export class LeaseKeeper {
    * lost it names the epoch it held (the store refuses it if the partition changed hands), and 0 for one it
    * never held (no holder has epoch 0): a write is refused rather than made unfenced.
    */
-  token(runId: string): LeaseToken | undefined {
+  private token(runId: string): LeaseToken | undefined {
     if (!this.enabled) return undefined;
     return { monitorId: this.monitorId, epoch: this.lastEpochs.get(partitionOf(runId)) ?? 0 };
   }
@@ -151,8 +162,9 @@ export class LeaseKeeper {
         { monitorId: this.monitorId, partition, runId },
         `Monitor ${this.monitorId} gave up partition ${partition}: ${(error as Error).message}`,
       );
-      this.options.onLost([partition]);
     }
+    // Also when it was already given up: an actor of that partition must not stay behind to retry.
+    this.options.onLost([partition]);
     void this.renewNow();
   }
 

@@ -12,7 +12,7 @@ import { failedRun, shardMachine } from '../../machines/shard.machine.js';
 import { supervisorMachine } from '../../machines/supervisor.machine.js';
 import { realClock } from '../core/clock.js';
 import { type MonitorConfig, type MonitorConfigOptions, parseMonitorConfig } from '../core/config.js';
-import { RunwardenError } from '../core/errors.js';
+import { ConfigError, RunwardenError } from '../core/errors.js';
 import {
   ACTIVE_STATUSES,
   type Clock,
@@ -91,11 +91,12 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     tracker,
     logger,
     identity: {
-      monitorId: options.monitorId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`,
+      monitorId: monitorIdOf(options.monitorId),
       host: hostname(),
       pid: process.pid,
     },
     leaseMs: config.leaseSeconds * 1000,
+    watchAll: config.dryRun,
     onGained: (partitions) => tracker.track(loadPartitions(partitions)),
     onLost: (partitions) => supervisor?.send({ type: 'runs.release', partitions }),
   });
@@ -301,4 +302,16 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     config,
     monitorId: leases.monitorId,
   };
+}
+
+/** The given monitor id, checked, or a fresh one unique to this monitor: `<host>-<pid>-<random>`. */
+function monitorIdOf(given: unknown): string {
+  if (given === undefined) return `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  if (typeof given !== 'string' || given.trim() === '') {
+    throw new ConfigError(
+      `Invalid monitorId option: expected a non-empty string unique to this monitor, got ${JSON.stringify(given) ?? String(given)}.`,
+      [{ path: 'monitorId', message: 'expected a non-empty string' }],
+    );
+  }
+  return given;
 }

@@ -509,7 +509,7 @@ function invalidLease(message: string): RunwardenError {
  * How many partitions a monitor should hold: PARTITION_COUNT spread evenly over the live monitors, the
  * remainder going to the first ones in id order (plain string order, the same in every store).
  */
-export function fairShare(liveMonitorIds: readonly string[], monitorId: string): number {
+function fairShare(liveMonitorIds: readonly string[], monitorId: string): number {
   const sorted = [...new Set(liveMonitorIds)].sort(compareIds);
   const index = sorted.indexOf(monitorId);
   if (index < 0) return 0;
