@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { median } from './lib.js';
+import { MULTI_SCENARIOS, multiMonitor } from './scenarios/multi-monitor.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -34,6 +35,8 @@ const { values: args } = parseArgs({
     from: { type: 'string' },
     'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
     help: { type: 'boolean', default: false },
+    'multi-rates': { type: 'string', default: '100,250,500' },
+    'failover-leases': { type: 'string', default: '15,3' },
   },
 });
 
@@ -65,6 +68,9 @@ if (args.help) {
                               track and lateness, Runwarden with metrics off and on taking turns, and the
                               ratio on/off of each figure
   --from FILE.json            render a report saved with --json instead of measuring
+  --only multi-deadline,failover  several monitor processes on one PostgreSQL store (only with --only;
+                              docs/performance.md, "Several monitors"); --pg-url postgres://…/test,
+                              --multi-rates 100,250,500 (deadlines/s), --failover-leases 15,3
 `);
   process.exit(0);
 }
@@ -86,7 +92,7 @@ const SCENARIOS = ['track', 'lateness', 'health', 'restore', 'heartbeat', 'resto
 
 function scenarioName(text: string): string {
   const name = SCENARIO_ALIASES[text.trim()] ?? text.trim();
-  if (!SCENARIOS.includes(name)) {
+  if (!SCENARIOS.includes(name) && !MULTI_SCENARIOS.includes(name)) {
     process.stderr.write(
       `--only/--scenarios: unknown scenario ${JSON.stringify(text)}; expected ${[...SCENARIOS, ...Object.keys(SCENARIO_ALIASES)].join(', ')}\n`,
     );
@@ -291,6 +297,20 @@ async function heartbeatArms(results: Results): Promise<void> {
 
 async function main() {
   if (metricsMode === 'compare') return compareMetrics();
+  const multi = MULTI_SCENARIOS.filter((s) => scenarios.has(s));
+  if (multi.length > 0) {
+    const list = (flag: string) =>
+      String(args[flag as keyof typeof args])
+        .split(',')
+        .map(Number);
+    const options = { pgUrl: String(args['pg-url']), windowMs: 4000, failoverRuns: 10_000 };
+    await multiMonitor(multi, {
+      ...options,
+      rates: list('multi-rates'),
+      leaseSeconds: list('failover-leases'),
+    });
+    if (![...scenarios].some((s) => SCENARIOS.includes(s))) return;
+  }
   // Read before measuring, so a bad --compare file fails in a second, not after the bench.
   const baseline = args.compare ? readReport(args.compare) : undefined;
   if (args.from) {
