@@ -2,15 +2,11 @@
 // SIGKILL while runs are in flight and started again: the new process must enforce the deadlines stored
 // timestamps imply (not restart them) and must not resume a run a second time.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
-import { createRunMonitor } from '../src/monitor/monitor.js';
-import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
-import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
+import { COMMAND_TAG, PID_TAG } from '../src/launchers/process/process-launcher.js';
 import { isTerminal, type RunRecord, TAGS } from '../src/core/types.js';
-import { built, isAlive, killWorkers, NODE, tempDir, waitFor, workerCommand } from './processes.js';
+import { built, cliMonitorSetup, isAlive, killWorkers, NODE, waitFor, workerCommand } from './processes.js';
 
 // The start and cancel deadlines pass while the monitor is down; the max-runtime deadline falls after the
 // restart. Either way a correct monitor acts at the stored deadline, a naive one a full timeout after its start.
@@ -18,39 +14,17 @@ const START_TIMEOUT = 4;
 const CANCEL_TIMEOUT = 3;
 const MAX_RUNTIME = 6;
 
-const dir = tempDir('runwarden-restart-');
-const dbPath = join(dir.path, 'runs.db');
-const configFile = join(dir.path, 'runwarden.yaml');
-writeFileSync(
-  configFile,
-  `run_monitoring:
-  start_timeout_seconds: ${START_TIMEOUT}
+// This process launches and cancels runs the way `runwarden launch` / `runwarden cancel` do.
+const { dir, configFile, store, control } = cliMonitorSetup(
+  'runwarden-restart-',
+  `  start_timeout_seconds: ${START_TIMEOUT}
   cancel_timeout_seconds: ${CANCEL_TIMEOUT}
   poll_interval_seconds: 0.2
   feed_poll_interval_seconds: 0.1
   max_resume_run_attempts: 3
-storage:
-  sqlite:
-    path: runs.db
-launcher:
-  process:
-    log_dir: logs
-    terminate_grace_seconds: 0.3
-    kill_wait_seconds: 1
 `,
+  START_TIMEOUT,
 );
-
-const store = new SqliteRunStore({ path: dbPath });
-// This process launches and cancels runs the way `runwarden launch` / `runwarden cancel` do.
-const launcher = new ProcessRunLauncher({
-  store,
-  command: ['false'],
-  logDir: join(dir.path, 'logs'),
-  storeEnv: { RUNWARDEN_STORE: `sqlite:${dbPath}` },
-  terminateGraceMs: 300,
-  killWaitMs: 1000,
-});
-const control = createRunMonitor({ store, launcher, config: { startTimeoutSeconds: START_TIMEOUT } });
 const monitors: ChildProcess[] = [];
 
 afterAll(async () => {

@@ -5,54 +5,28 @@
 // renewed (and learned what it lost). Its own log is the witness: each process logs its decisions and, at
 // debug level, every launcher call.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
 import { isTerminal, type MonitorInfo, type RunRecord, TAGS } from '../src/core/types.js';
-import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
-import { createRunMonitor } from '../src/monitor/monitor.js';
+import { COMMAND_TAG, PID_TAG } from '../src/launchers/process/process-launcher.js';
 import { PARTITION_COUNT } from '../src/stores/contract.js';
-import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
-import { built, killWorkers, NODE, runCli, tempDir, waitFor, workerCommand } from './processes.js';
+import { built, cliMonitorSetup, killWorkers, NODE, runCli, waitFor, workerCommand } from './processes.js';
 
 const LEASE_SECONDS = 2;
 const MAX_RUNTIME = 6;
 const START_TIMEOUT = 6;
 
-const dir = tempDir('runwarden-monitors-');
-const dbPath = join(dir.path, 'runs.db');
-const configFile = join(dir.path, 'runwarden.yaml');
-writeFileSync(
-  configFile,
-  `run_monitoring:
-  start_timeout_seconds: ${START_TIMEOUT}
+// This process launches runs the way `runwarden launch` does.
+const { dir, configFile, store, control } = cliMonitorSetup(
+  'runwarden-monitors-',
+  `  start_timeout_seconds: ${START_TIMEOUT}
   poll_interval_seconds: 0.3
   feed_poll_interval_seconds: 0.1
   max_resume_run_attempts: 3
   lease_seconds: ${LEASE_SECONDS}
-storage:
-  sqlite:
-    path: runs.db
-launcher:
-  process:
-    log_dir: logs
-    terminate_grace_seconds: 0.3
-    kill_wait_seconds: 1
 `,
+  START_TIMEOUT,
 );
-
-const store = new SqliteRunStore({ path: dbPath });
-// This process launches runs the way `runwarden launch` does.
-const launcher = new ProcessRunLauncher({
-  store,
-  command: ['false'],
-  logDir: join(dir.path, 'logs'),
-  storeEnv: { RUNWARDEN_STORE: `sqlite:${dbPath}` },
-  terminateGraceMs: 300,
-  killWaitMs: 1000,
-});
-const control = createRunMonitor({ store, launcher, config: { startTimeoutSeconds: START_TIMEOUT } });
 const children: ChildProcess[] = [];
 
 afterAll(async () => {

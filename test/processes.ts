@@ -1,12 +1,14 @@
 // Helpers for the tests that run real processes against the built package (test/global-setup.ts).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
-import { PID_START_TAG, PID_TAG } from '../src/launchers/process/process-launcher.js';
+import { PID_START_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
+import { createRunMonitor } from '../src/monitor/monitor.js';
+import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
 import type { RunStore } from '../src/core/types.js';
 
 export const NODE = process.execPath;
@@ -130,4 +132,40 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A SQLite store in a temp folder with a runwarden.yaml for `runwarden monitor --config` processes (the given
+ * run_monitoring lines, worker logs beside it, a short terminate grace), and a launcher and monitor in this
+ * process that launch runs the way `runwarden launch` does.
+ */
+export function cliMonitorSetup(prefix: string, runMonitoring: string, startTimeoutSeconds: number) {
+  const dir = tempDir(prefix);
+  const dbPath = join(dir.path, 'runs.db');
+  const configFile = join(dir.path, 'runwarden.yaml');
+  writeFileSync(
+    configFile,
+    `run_monitoring:
+${runMonitoring.trimEnd()}
+storage:
+  sqlite:
+    path: runs.db
+launcher:
+  process:
+    log_dir: logs
+    terminate_grace_seconds: 0.3
+    kill_wait_seconds: 1
+`,
+  );
+  const store = new SqliteRunStore({ path: dbPath });
+  const launcher = new ProcessRunLauncher({
+    store,
+    command: ['false'],
+    logDir: join(dir.path, 'logs'),
+    storeEnv: { RUNWARDEN_STORE: `sqlite:${dbPath}` },
+    terminateGraceMs: 300,
+    killWaitMs: 1000,
+  });
+  const control = createRunMonitor({ store, launcher, config: { startTimeoutSeconds } });
+  return { dir, dbPath, configFile, store, launcher, control };
 }
