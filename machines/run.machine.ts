@@ -87,9 +87,16 @@ export interface WouldHave {
 /** A health result as the host delivers it: stamped with when it arrived, on the host's clock. */
 export type CheckedHealth = HealthResult & { at?: number };
 
+// A health result may carry the fresh record it was checked with: the supervisor sends it that way, one
+// event per check, when the record's status is the one the actor has (so it cannot move the actor); a
+// moved status still comes as a `run.updated` first.
 export type RunMachineEvent =
   | { type: 'run.updated'; run: RunRecord }
   | { type: 'health.checked'; run?: RunRecord; result: CheckedHealth };
+
+/** The stored record an event brings, if any. */
+const recordOf = (event: RunMachineEvent): RunRecord | undefined =>
+  event.type === 'run.updated' || event.type === 'health.checked' ? event.run : undefined;
 
 /**
  * What an effect's write decides, for the host's metrics: the action and its reason (bounded label values),
@@ -367,10 +374,7 @@ export const runMachine = setup({
   },
   delays: runTiming(Date.now).delays,
   actions: {
-    recordRun: assign({
-      run: ({ context, event }) =>
-        event.type === 'run.updated' ? newerRun(context.run, event.run) : context.run,
-    }),
+    recordRun: assign({ run: ({ context, event }) => newerRun(context.run, recordOf(event)) }),
     failNotLaunched: assign(({ context }) =>
       failure(
         'START_TIMEOUT',
@@ -390,6 +394,12 @@ export const runMachine = setup({
       ),
     ),
     resetUnknownStreak: assign({ unknownStreak: 0, badSince: undefined }),
+    // The common case of a poll, in one context copy: the record, and a healthy worker ends any streak.
+    recordHealthy: assign(({ context, event }) => ({
+      run: newerRun(context.run, recordOf(event)),
+      unknownStreak: 0,
+      badSince: undefined,
+    })),
     noteWouldFail: assign(({ context }) => wouldFail(context)),
     noteWouldResumeCrashed: assign(({ context }) => wouldResumeCrashed(context)),
     noteWouldStopStalled: assign(({ context }) => wouldStopStalled(context)),
@@ -498,7 +508,7 @@ export const runMachine = setup({
   }),
   initial: 'routing',
   // Effect states inherit this: record what the store says, act on it when the effect is over.
-  on: { 'run.updated': { actions: 'recordRun' } },
+  on: { 'run.updated': { actions: 'recordRun' }, 'health.checked': { actions: 'recordRun' } },
   states: {
     // Routing picks the timed, untimed or overdue state of the run's status in one step: entering the
     // status state first and choosing there took a second eventless microstep for every run spawned
@@ -634,10 +644,14 @@ export const runMachine = setup({
           on: {
             'run.updated': { guard: 'statusMoved', target: '#run.routing', actions: 'recordRun' },
             'health.checked': [
-              { guard: 'workerHealthy', actions: 'resetUnknownStreak' },
-              { guard: 'workerGone', target: 'confirmingCrash', actions: 'recordHealth' },
-              { guard: 'unknownBeyondTolerance', target: 'confirmingCrash', actions: 'recordHealth' },
-              { actions: 'countUnknown' },
+              { guard: 'workerHealthy', actions: 'recordHealthy' },
+              { guard: 'workerGone', target: 'confirmingCrash', actions: ['recordRun', 'recordHealth'] },
+              {
+                guard: 'unknownBeyondTolerance',
+                target: 'confirmingCrash',
+                actions: ['recordRun', 'recordHealth'],
+              },
+              { actions: ['recordRun', 'countUnknown'] },
             ],
           },
           states: {

@@ -1,7 +1,7 @@
 // The supervisor: routes store updates and health results to run actors (spawning one, in a shard, for
 // every active run it has not seen), and runs the health poll as a delayed transition.
 // Unknown run ids are ignored, never thrown: one bad event must not stop the supervisor.
-import { assign, enqueueActions, fromCallback, setup, stopChild } from 'xstate';
+import { type AnyActorRef, assign, enqueueActions, fromCallback, setup, stopChild } from 'xstate';
 import type { HealthResult, RunRecord } from '../src/core/types.js';
 import { isTerminal, RUN_STATUSES } from '../src/core/types.js';
 import { newerRun, type RunInput, type RunMachineEvent } from './run.machine.js';
@@ -54,6 +54,12 @@ function nextPollSlot(slot: number | undefined, at: number, interval: number): n
 // enqueue() cannot see the sibling action names while setup() is being typed; the name is checked at runtime.
 const reportBadRecord = (problem: string) => ({ type: 'reportBadRecord', params: { problem } }) as never;
 
+/** Whether a run actor's copy of its record has this record's status (a read of its snapshot, no copy). */
+function sameStatus(actor: AnyActorRef, run: RunRecord): boolean {
+  const snapshot = actor.getSnapshot() as { context?: { run?: RunRecord } } | undefined;
+  return snapshot?.context?.run?.status === run.status;
+}
+
 /** Why a record cannot be watched, or undefined when it can. */
 function recordProblem(run: RunRecord | undefined): string | undefined {
   if (!run || typeof run.runId !== 'string' || run.runId === '') return 'a run record without a runId';
@@ -101,10 +107,14 @@ export const supervisorMachine = setup({
         }
         for (const run of latest.values()) routed.push({ run });
       } else if (event.type === 'health.checked') {
-        routed.push({
-          run: event.run,
-          event: { type: 'health.checked', run: event.run, result: event.result },
-        });
+        // The common case, a run whose actor has the record's status: it gets the supervisor's event itself,
+        // which carries the record and the result; one run-actor event per check and nothing built here.
+        const actor = recordProblem(event.run) ? undefined : system.get(runSystemId(event.run.runId));
+        if (actor && sameStatus(actor, event.run)) {
+          enqueue.sendTo(actor, event);
+          return;
+        }
+        routed.push({ run: event.run, event });
       }
 
       let { openShardId, openShardRuns, shardsOpened } = context;

@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { getNextSnapshot } from 'xstate';
+import { getNextSnapshot, type InspectionEvent } from 'xstate';
 import { getShortestPaths } from 'xstate/graph';
 import { shardMachine } from '../../machines/shard.machine.js';
 import { supervisorMachine } from '../../machines/supervisor.machine.js';
@@ -234,6 +234,33 @@ describe('supervisor and shards: generated paths replayed against the real host'
       env.launcher.release('debugInfo', { value: undefined });
       await env.settle();
       expect((await env.store.getRun(good.runId))?.status).toBe('FAILURE');
+    } finally {
+      await env.monitor.stop();
+    }
+  });
+
+  it('a poll sends each run actor one event per check: no run.updated for a record whose status it has', async () => {
+    const received: string[] = [];
+    const counting = new EdgeRecorder();
+    const inspect = (event: InspectionEvent) => {
+      counting.inspect(event);
+      const logic = (event.actorRef as unknown as { logic?: { id?: string } }).logic;
+      if (event.type === '@xstate.event' && logic?.id === 'run') received.push(event.event.type);
+    };
+    const env = await environment(config, { ...counting, inspect } as EdgeRecorder);
+    try {
+      await env.monitor.start();
+      for (const runId of ['a', 'b', 'c']) {
+        await env.store.createRun({ runId });
+        await env.store.outside(runId, { to: 'STARTING' });
+        await env.store.outside(runId, { to: 'STARTED' });
+      }
+      await env.settle();
+      const checks = env.launcher.calls.health.length;
+      received.length = 0;
+      await env.advance(POLL_SECONDS * 1000);
+      expect(env.launcher.calls.health.length - checks, 'one check per STARTED run').toBe(3);
+      expect(received).toEqual(['health.checked', 'health.checked', 'health.checked']);
     } finally {
       await env.monitor.stop();
     }
