@@ -1,12 +1,12 @@
 // The monitor is a real `runwarden monitor` process (the built CLI) on a real SQLite file. It is killed with
 // SIGKILL while runs are in flight and started again: the new process must enforce the deadlines stored
 // timestamps imply (not restart them) and must not resume a run a second time.
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
-import { COMMAND_TAG, PID_TAG } from '../src/launchers/process/process-launcher.js';
+import { PID_TAG } from '../src/launchers/process/process-launcher.js';
 import { isTerminal, type RunRecord, TAGS } from '../src/core/types.js';
-import { built, cliMonitorSetup, isAlive, killWorkers, NODE, waitFor, workerCommand } from './processes.js';
+import { cliMonitorSetup, isAlive, killWorkers, waitFor } from './processes.js';
 
 // The start and cancel deadlines pass while the monitor is down; the max-runtime deadline falls after the
 // restart. Either way a correct monitor acts at the stored deadline, a naive one a full timeout after its start.
@@ -15,7 +15,14 @@ const CANCEL_TIMEOUT = 3;
 const MAX_RUNTIME = 6;
 
 // This process launches and cancels runs the way `runwarden launch` / `runwarden cancel` do.
-const { dir, configFile, store, control } = cliMonitorSetup(
+const {
+  dir,
+  store,
+  control,
+  monitors,
+  startMonitor: startCliMonitor,
+  launch,
+} = cliMonitorSetup(
   'runwarden-restart-',
   `  start_timeout_seconds: ${START_TIMEOUT}
   cancel_timeout_seconds: ${CANCEL_TIMEOUT}
@@ -25,7 +32,6 @@ const { dir, configFile, store, control } = cliMonitorSetup(
 `,
   START_TIMEOUT,
 );
-const monitors: ChildProcess[] = [];
 
 afterAll(async () => {
   for (const child of monitors) child.kill('SIGKILL');
@@ -36,31 +42,8 @@ afterAll(async () => {
 
 /** Starts `runwarden monitor` and resolves once it is watching; `readyAt` is when it logged so. */
 async function startMonitor(): Promise<{ child: ChildProcess; output: () => string; readyAt: number }> {
-  const child = spawn(NODE, [built('src/cli/cli.js'), 'monitor', '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  monitors.push(child);
-  let output = '';
-  child.stdout!.on('data', (d) => {
-    output += d;
-  });
-  child.stderr!.on('data', (d) => {
-    output += d;
-  });
-  const line = await waitFor(
-    'the monitor to start',
-    () => output.split('\n').find((l) => l.includes('runwarden monitor running')) ?? undefined,
-    10_000,
-  );
-  return { child, output: () => output, readyAt: Date.parse((JSON.parse(line) as { time: string }).time) };
-}
-
-async function launch(mode: string, tags: Record<string, string> = {}): Promise<string> {
-  const run = await store.createRun({
-    tags: { ...tags, [COMMAND_TAG]: JSON.stringify(workerCommand(mode)) },
-  });
-  await control.launch(run.runId);
-  return run.runId;
+  const { child, output, running } = await startCliMonitor([], 10_000);
+  return { child, output, readyAt: Date.parse(running.time) };
 }
 
 const getRun = async (runId: string) => (await store.getRun(runId))!;

@@ -4,20 +4,27 @@
 // and the paused monitor, once it continues, neither writes a decision nor calls the launcher until it has
 // renewed (and learned what it lost). Its own log is the witness: each process logs its decisions and, at
 // debug level, every launcher call.
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
 import { isTerminal, type MonitorInfo, type RunRecord, TAGS } from '../src/core/types.js';
-import { COMMAND_TAG, PID_TAG } from '../src/launchers/process/process-launcher.js';
+import { PID_TAG } from '../src/launchers/process/process-launcher.js';
 import { PARTITION_COUNT } from '../src/stores/contract.js';
-import { built, cliMonitorSetup, killWorkers, NODE, runCli, waitFor, workerCommand } from './processes.js';
+import { cliMonitorSetup, killWorkers, runCli, waitFor } from './processes.js';
 
 const LEASE_SECONDS = 2;
 const MAX_RUNTIME = 6;
 const START_TIMEOUT = 6;
 
 // This process launches runs the way `runwarden launch` does.
-const { dir, configFile, store, control } = cliMonitorSetup(
+const {
+  dir,
+  configFile,
+  store,
+  monitors: children,
+  startMonitor: startCliMonitor,
+  launch,
+} = cliMonitorSetup(
   'runwarden-monitors-',
   `  start_timeout_seconds: ${START_TIMEOUT}
   poll_interval_seconds: 0.3
@@ -27,7 +34,6 @@ const { dir, configFile, store, control } = cliMonitorSetup(
 `,
   START_TIMEOUT,
 );
-const children: ChildProcess[] = [];
 
 afterAll(async () => {
   for (const child of children) {
@@ -46,39 +52,14 @@ interface MonitorProcess {
 }
 
 async function startMonitor(): Promise<MonitorProcess> {
-  const child = spawn(
-    NODE,
-    [built('src/cli/cli.js'), 'monitor', '--config', configFile, '--log-level', 'debug'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  children.push(child);
-  let output = '';
-  child.stdout!.on('data', (d) => {
-    output += d;
-  });
-  child.stderr!.on('data', (d) => {
-    output += d;
-  });
-  const line = await waitFor(
-    'a monitor to start',
-    () => output.split('\n').find((l) => l.includes('runwarden monitor running')) ?? undefined,
-    15_000,
-  );
-  return { child, id: (JSON.parse(line) as { monitorId: string }).monitorId, output: () => output };
+  const { child, output, running } = await startCliMonitor(['--log-level', 'debug']);
+  return { child, id: running.monitorId, output };
 }
 
 async function monitors(): Promise<MonitorInfo[]> {
   const result = await runCli(['monitors', '--json', '--config', configFile]);
   expect(result.stderr).toBe('');
   return JSON.parse(result.stdout) as MonitorInfo[];
-}
-
-async function launch(mode: string, tags: Record<string, string> = {}): Promise<string> {
-  const run = await store.createRun({
-    tags: { ...tags, [COMMAND_TAG]: JSON.stringify(workerCommand(mode)) },
-  });
-  await control.launch(run.runId);
-  return run.runId;
 }
 
 const getRun = async (runId: string) => (await store.getRun(runId))!;

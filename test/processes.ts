@@ -1,12 +1,17 @@
 // Helpers for the tests that run real processes against the built package (test/global-setup.ts).
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
-import { PID_START_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/process/process-launcher.js';
+import {
+  COMMAND_TAG,
+  PID_START_TAG,
+  PID_TAG,
+  ProcessRunLauncher,
+} from '../src/launchers/process/process-launcher.js';
 import { createRunMonitor } from '../src/monitor/monitor.js';
 import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
 import type { RunStore } from '../src/core/types.js';
@@ -167,5 +172,38 @@ launcher:
     killWaitMs: 1000,
   });
   const control = createRunMonitor({ store, launcher, config: { startTimeoutSeconds } });
-  return { dir, dbPath, configFile, store, launcher, control };
+  /** Every `runwarden monitor` started here, for the test's cleanup. */
+  const monitors: ChildProcess[] = [];
+
+  /** Starts `runwarden monitor --config … ARGS` and resolves with its "running" log line once it is watching. */
+  async function startMonitor(args: string[] = [], timeoutMs = 15_000) {
+    const child = spawn(NODE, [built('src/cli/cli.js'), 'monitor', '--config', configFile, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    monitors.push(child);
+    let output = '';
+    child.stdout!.on('data', (d) => {
+      output += d;
+    });
+    child.stderr!.on('data', (d) => {
+      output += d;
+    });
+    const line = await waitFor(
+      'a monitor to start',
+      () => output.split('\n').find((l) => l.includes('runwarden monitor running')) ?? undefined,
+      timeoutMs,
+    );
+    return { child, output: () => output, running: JSON.parse(line) as { time: string; monitorId: string } };
+  }
+
+  /** Creates a run of the fixture worker in `mode` and launches it, as `runwarden launch` does. */
+  async function launch(mode: string, tags: Record<string, string> = {}): Promise<string> {
+    const run = await store.createRun({
+      tags: { ...tags, [COMMAND_TAG]: JSON.stringify(workerCommand(mode)) },
+    });
+    await control.launch(run.runId);
+    return run.runId;
+  }
+
+  return { dir, dbPath, configFile, store, launcher, control, monitors, startMonitor, launch };
 }
