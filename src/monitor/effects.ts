@@ -19,7 +19,14 @@ import {
 import { resolveLivenessSeconds, resolveMaxRuntimeSeconds } from '../core/config.js';
 import { RunwardenError } from '../core/errors.js';
 import { type RunRecord, TAGS } from '../core/types.js';
-import { isLeaseLost, type MonitorHost, mustGetRun, runLogger, terminateOnce } from './host.js';
+import {
+  appendMonitorEvent,
+  isLeaseLost,
+  type MonitorHost,
+  mustGetRun,
+  runLogger,
+  terminateOnce,
+} from './host.js';
 import { NO_METRICS } from './metrics.js';
 
 export function providedRunMachine(host: MonitorHost) {
@@ -90,19 +97,12 @@ export function providedRunMachine(host: MonitorHost) {
         },
       ),
       appendEngineEvent: effect<EngineEventInput, void>('store', async ({ runId, message, data }) => {
-        const fence = leases.fence(runId);
-        await store.appendEvent(runId, { type: 'ENGINE_EVENT', message, data, at: clock.now(), ...fence });
+        await appendMonitorEvent(host, runId, message, data);
         runLogger(host, runId).info({ data }, message);
       }),
       writeWouldHave: effect<WouldHaveInput, void>('store', async ({ runId, message, decision }) => {
         const { action, reason } = decision;
-        await store.appendEvent(runId, {
-          type: 'ENGINE_EVENT',
-          message,
-          data: { dryRun: true, action, reason },
-          at: clock.now(),
-          ...leases.fence(runId),
-        });
+        await appendMonitorEvent(host, runId, message, { dryRun: true, action, reason });
         metrics.decision(action, reason, clock.now(), decision, { dryRun: true });
         runLogger(host, runId).info({ dryRun: true, action, reason }, message);
       }),

@@ -6,9 +6,16 @@ import { errorText, messages } from '../../machines/messages.js';
 import type { CheckedHealth } from '../../machines/run.machine.js';
 import type { PollHealthInput, SupervisorEvent } from '../../machines/supervisor.machine.js';
 import { ACTIVE_STATUSES, type HealthResult, type RunRecord, type RunStatus, TAGS } from '../core/types.js';
-import { type BrakeVerdict, type CrashBrake, isBadResult, tallyOf } from './crash-brake.js';
+import { type BrakeVerdict, type CrashBrake, isBadResult, type PollTally, tallyOf } from './crash-brake.js';
 import { clearTerminatePending } from './effects.js';
-import { callLauncher, isLeaseLost, type MonitorHost, runLogger, terminateOnce } from './host.js';
+import {
+  appendMonitorEvent,
+  callLauncher,
+  isLeaseLost,
+  type MonitorHost,
+  runLogger,
+  terminateOnce,
+} from './host.js';
 import { type HealthCheckLabel, NO_METRICS } from './metrics.js';
 
 const LIST_PAGE = 1000;
@@ -148,7 +155,7 @@ async function checkHealth(host: MonitorHost, run: RunRecord): Promise<CheckedHe
 }
 
 /** "3 of 40 checked runs look dead and 1 could not be checked" */
-function describeTally(tally: { checked: number; dead: number; unsure: number }): string {
+function describeTally(tally: PollTally): string {
   return `${tally.dead} of ${tally.checked} checked runs look dead and ${tally.unsure} could not be checked`;
 }
 
@@ -159,11 +166,11 @@ function describeTally(tally: { checked: number; dead: number; unsure: number })
 async function holdCrashActions(
   host: MonitorHost,
   held: readonly Checked[],
-  tally: { checked: number; dead: number; unsure: number },
+  tally: PollTally,
   verdict: Extract<BrakeVerdict, { kind: 'hold' }>,
   stopped: () => boolean,
 ): Promise<void> {
-  const { config, logger, store, clock, tracker } = host;
+  const { config, logger, tracker } = host;
   const { ratio, maxHoldSeconds } = config.crashBrake;
   const remaining = Math.max(0, Math.ceil(maxHoldSeconds - verdict.heldForSeconds));
   const why = `${describeTally(tally)} in one poll, more than crashBrake.ratio ${ratio} of them`;
@@ -176,18 +183,11 @@ async function holdCrashActions(
     if (stopped()) return;
     const message = messages.crashBrakeHeld(messages.workerStatus(result), why, remaining, config.dryRun);
     try {
-      await tracker.track(
-        store.appendEvent(run.runId, {
-          type: 'ENGINE_EVENT',
-          message,
-          data: {
-            crashBrake: { ...tally, ratio, heldForSeconds: verdict.heldForSeconds },
-            dryRun: config.dryRun,
-          },
-          at: clock.now(),
-          ...host.leases.fence(run.runId),
-        }),
-      );
+      const data = {
+        crashBrake: { ...tally, ratio, heldForSeconds: verdict.heldForSeconds },
+        dryRun: config.dryRun,
+      };
+      await tracker.track(appendMonitorEvent(host, run.runId, message, data));
     } catch (err) {
       // Another monitor owns the run now: it is not ours to hold or to report.
       if (isLeaseLost(err)) host.leases.lost(run.runId, err);
@@ -208,13 +208,12 @@ export async function finishPendingTerminations(
 ): Promise<void> {
   // Listing every failed run is not free with many of them: look only when there may be something to do.
   if (!host.pendingTerminations) return;
+  host.pendingTerminations = false;
   if (host.config.dryRun) {
     // A dry run calls no launcher; a monitor that acts will finish these.
-    host.pendingTerminations = false;
     host.logger.info('Dry run: leaving journaled terminations (runwarden/terminate_pending) alone.');
     return;
   }
-  host.pendingTerminations = false;
   let unfinished = false;
   for await (const page of pagesOf(host, ['FAILURE'], { [TAGS.terminatePending]: 'true' })) {
     for (const run of page) {
@@ -225,7 +224,7 @@ export async function finishPendingTerminations(
       // A store written before the tags filter existed may ignore it: never terminate an unjournaled run.
       if (run.tags[TAGS.terminatePending] !== 'true') continue;
       // Another monitor finishes the journaled terminations of the runs it owns.
-      if (!host.leases.mayActNow(run.runId) && !(await host.leases.mayAct(run.runId))) continue;
+      if (!(await host.leases.mayAct(run.runId))) continue;
       if (!(await finishPendingTermination(host, run))) unfinished = true;
     }
   }

@@ -4,7 +4,7 @@ import { messages } from '../../machines/messages.js';
 import { sleepOn } from '../core/clock.js';
 import type { MonitorConfig } from '../core/config.js';
 import { RunNotFoundError, RunwardenError } from '../core/errors.js';
-import type { Clock, RunLauncher, RunRecord, RunStore } from '../core/types.js';
+import type { Clock, RunEvent, RunLauncher, RunRecord, RunStore } from '../core/types.js';
 import type { EffectTracker } from './effect-tracker.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { MonitorLogger } from './logger.js';
@@ -43,6 +43,17 @@ export async function mustGetRun(host: MonitorHost, runId: string): Promise<RunR
   const run = await host.store.getRun(runId);
   if (!run) throw new RunNotFoundError(runId);
   return run;
+}
+
+/** An engine event the monitor writes about a run, fenced by its lease like every decision it writes. */
+export function appendMonitorEvent(
+  host: MonitorHost,
+  runId: string,
+  message: string,
+  data?: unknown,
+): Promise<RunEvent> {
+  const event = { type: 'ENGINE_EVENT' as const, message, data, at: host.clock.now() };
+  return host.store.appendEvent(runId, { ...event, ...host.leases.fence(runId) });
 }
 
 /**
