@@ -197,3 +197,41 @@ describe('a deadline is never enforced early', () => {
     expect((await store.getRun(runId))?.status).toBe('FAILURE');
   });
 });
+
+describe("a run actor's own decision write is not routed back to it", () => {
+  it('the FAILURE a start timeout writes reaches no actor through the feed; a worker’s status does', async () => {
+    const clock = newClock();
+    const store = new MemoryRunStore({ clock });
+    const launcher = new FakeLauncher();
+    // Every run.updated a run actor receives, by run id.
+    const updates: string[] = [];
+    const monitor = createRunMonitor({
+      store,
+      launcher,
+      clock,
+      config: { startTimeoutSeconds: 10, pollIntervalSeconds: 3600 },
+      inspect: (event) => {
+        if (event.type !== '@xstate.event' || event.event.type !== 'run.updated') return;
+        const run = (event.event as { run?: RunRecord }).run;
+        if ((event.actorRef as { logic?: { id?: string } }).logic?.id === 'run' && run)
+          updates.push(`${run.runId}:${run.status}`);
+      },
+    });
+    monitors.push(monitor);
+    const timedOut = (await store.createRun({})).runId;
+    await store.transition(timedOut, { to: 'STARTING' });
+    const reported = (await store.createRun({})).runId;
+    await store.transition(reported, { to: 'STARTING' });
+    await monitor.start();
+    await monitor.settle();
+
+    await store.transition(reported, { to: 'STARTED' });
+    await monitor.settle();
+    clock.increment(10 * SECOND);
+    await monitor.settle();
+
+    expect((await store.getRun(timedOut))?.status).toBe('FAILURE');
+    expect((await store.getRun(reported))?.status).toBe('STARTED');
+    expect(updates).toEqual([`${reported}:STARTED`]);
+  });
+});

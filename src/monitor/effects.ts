@@ -76,7 +76,14 @@ export function providedRunMachine(host: MonitorHost) {
         'store',
         async ({ runId, to, from, message, tags, decision }) => {
           const fence = leases.fence(runId);
-          const run = await store.transition(runId, { to, from, message, tags, at: clock.now(), ...fence });
+          // The actor learns the outcome from this effect's output, not from the feed (decisionWrites).
+          host.decisionWrites.set(runId, to);
+          let run: RunRecord | undefined;
+          try {
+            run = await store.transition(runId, { to, from, message, tags, at: clock.now(), ...fence });
+          } finally {
+            host.decisionWrites.delete(runId);
+          }
           if (run) {
             if (decision) {
               const at = clock.now();

@@ -4,7 +4,7 @@ import { messages } from '../../machines/messages.js';
 import { sleepOn } from '../core/clock.js';
 import type { MonitorConfig } from '../core/config.js';
 import { RunNotFoundError, RunwardenError } from '../core/errors.js';
-import type { Clock, RunEvent, RunLauncher, RunRecord, RunStore } from '../core/types.js';
+import type { Clock, RunEvent, RunLauncher, RunRecord, RunStatus, RunStore } from '../core/types.js';
 import type { EffectTracker } from './effect-tracker.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { MonitorLogger } from './logger.js';
@@ -24,6 +24,11 @@ export interface MonitorHost {
   pendingTerminations: boolean;
   /** Prometheus metrics, or NO_METRICS (createRunMonitor's `metrics` option). */
   metrics: MonitorMetrics;
+  /**
+   * Status writes in flight that a run actor makes itself, by run id: the write's result reaches the actor as
+   * the effect's output, so the feed does not route the same status back to it (see StoreFeed).
+   */
+  decisionWrites: Map<string, RunStatus>;
   /** Terminations in flight, by run id (see terminateOnce). */
   terminations: Map<string, Promise<boolean>>;
   /** Which runs this monitor owns and the lease its decision writes carry (several monitors on one store). */

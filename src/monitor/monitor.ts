@@ -108,6 +108,7 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
     logger,
     tracker,
     pendingTerminations: true,
+    decisionWrites: new Map(),
     terminations: new Map(),
     // The runs gauge reads the supervisor when scraped (it is declared below, set by start()).
     metrics: options.metrics ? createMonitorMetrics(options.metrics, () => supervisor) : NO_METRICS,
@@ -209,6 +210,12 @@ export function createRunMonitor(options: RunMonitorOptions): RunMonitor {
       tracker: host.tracker,
       logger,
       deliver,
+      isDecisionEcho: (event) => {
+        const written = host.decisionWrites.get(event.runId);
+        if (written === undefined || written !== statusOfEvent(event.type)) return false;
+        host.decisionWrites.delete(event.runId);
+        return true;
+      },
       learned: (seq) => events.learned(seq),
       pollIntervalMs: config.feedPollIntervalSeconds * 1000,
     });

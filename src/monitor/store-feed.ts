@@ -13,6 +13,11 @@ export interface StoreFeedOptions {
   tracker: EffectTracker;
   logger: MonitorLogger;
   deliver: (runs: RunRecord[]) => void;
+  /**
+   * Whether one of this process's status events is a run actor's own decision write, whose result the actor
+   * already has: routing it back would cost a read and a supervisor step per decision for nothing.
+   */
+  isDecisionEcho: (event: RunEvent) => boolean;
   /** Told the highest seq the feed knows exists: on this process's writes at once, on every tail read. */
   learned: (seq: number) => void;
   pollIntervalMs: number;
@@ -55,7 +60,7 @@ export class StoreFeed {
   private onOwnWrite(event: RunEvent): void {
     if (event.seq > this.lastSeq) this.seenSeqs.add(event.seq);
     this.options.learned(event.seq);
-    if (statusOfEvent(event.type)) this.enqueue(event.runId);
+    if (statusOfEvent(event.type) && !this.options.isDecisionEcho(event)) this.enqueue(event.runId);
   }
 
   private enqueue(runId: string): void {
