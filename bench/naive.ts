@@ -9,9 +9,12 @@ import {
   runMachine,
   runSettings,
   runTiming,
+  type StartTimeoutInput,
+  type StartTimeoutOutput,
   type WriteStatusInput,
   type WriteStatusOutput,
 } from '../machines/run.machine.js';
+import { messages } from '../machines/messages.js';
 import { runSystemId } from '../machines/shard.machine.js';
 import { parseMonitorConfig, resolveMaxRuntimeSeconds } from '../src/core/config.js';
 import {
@@ -72,9 +75,19 @@ export function createNaiveMonitor(options: {
       resumeWorker: fromPromise<void, LauncherCallInput & { attempt: number }>(async ({ input }) =>
         launcher.resume?.(await mustGet(input.runId), input.attempt),
       ),
-      fetchDebugInfo: fromPromise<string | undefined, LauncherCallInput>(async ({ input }) =>
-        launcher.debugInfo?.(await mustGet(input.runId)),
-      ),
+      failStartTimeout: fromPromise<StartTimeoutOutput, StartTimeoutInput>(async ({ input }) => {
+        const { runId, startTimeoutSeconds, terminate } = input;
+        const debugInfo = await launcher.debugInfo?.(await mustGet(runId));
+        const written = await store.transition(runId, {
+          to: 'FAILURE',
+          from: ['STARTING'],
+          message: messages.startTimeout(startTimeoutSeconds, debugInfo),
+          at: clock.now(),
+        });
+        if (!written) return { applied: false, run: await store.getRun(runId) };
+        if (terminate) await launcher.terminate(written);
+        return { applied: true, run: written };
+      }),
     },
   });
   const parent = setup({

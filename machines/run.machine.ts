@@ -50,7 +50,7 @@ export interface PendingFailure {
   reason: FailureReason;
   message: string;
   from: RunStatus[];
-  /** Terminate the worker once FAILURE is stored (start timeout). */
+  /** A start timeout that would also terminate the worker (what a dry run reports). */
   terminateWorker: boolean;
   /** For the host's metrics: the deadline this failure enforces, or when the crash behind it was first seen. */
   deadline?: number | undefined;
@@ -140,9 +140,18 @@ export interface LauncherCallInput {
 export interface ResumeAttemptInput extends LauncherCallInput {
   decision?: DecisionInput;
 }
-export interface TerminateInput extends LauncherCallInput {
-  /** The FAILURE write journaled this termination (TAGS.terminatePending): clear the journal once done. */
-  journaled?: boolean;
+/** A start timeout's whole decision, carried out by one effect (see `timingOutStart`). */
+export interface StartTimeoutInput {
+  runId: string;
+  startTimeoutSeconds: number;
+  /** terminateOnStartTimeout: terminate the worker once FAILURE is stored. */
+  terminate: boolean;
+  /** For the host's metrics: the start deadline this failure enforces. */
+  deadline: number;
+}
+/** The FAILURE write's outcome, and why the worker could not be terminated when it was to be. */
+export interface StartTimeoutOutput extends WriteStatusOutput {
+  terminateError?: string | undefined;
 }
 
 const SECOND = 1000;
@@ -258,16 +267,9 @@ function failure(
   return { failure: { reason, message, from: [from], terminateWorker, ...due } };
 }
 
-/** The tags of the FAILURE write: the reason, and the journal of a termination still to be done. */
-function failureTags(failure: PendingFailure | undefined): Record<string, string> {
-  const tags: Record<string, string> = { [TAGS.failureReason]: failure?.reason ?? 'UNKNOWN' };
-  if (failure?.terminateWorker) tags[TAGS.terminatePending] = 'true';
-  return tags;
-}
-
-/** FAILURE for a run that never reported STARTED, then terminate its worker if so configured. */
-function startTimeoutFailure(context: RunContext, debugInfo?: string): { failure: PendingFailure } {
-  const message = messages.startTimeout(context.settings.startTimeoutSeconds, debugInfo);
+/** FAILURE for a run that never reported STARTED, then terminate its worker if so configured (dry run). */
+function startTimeoutFailure(context: RunContext): { failure: PendingFailure } {
+  const message = messages.startTimeout(context.settings.startTimeoutSeconds);
   return failure('START_TIMEOUT', message, 'STARTING', context.settings.terminateOnStartTimeout, {
     deadline: deadlines.starting(context),
   });
@@ -368,9 +370,9 @@ export const runMachine = setup({
     writeWouldHave: hostProvided<void, WouldHaveInput>('writeWouldHave'),
     readRun: hostProvided<RunRecord | undefined, LauncherCallInput>('readRun'),
     recordResumeAttempt: hostProvided<number, ResumeAttemptInput>('recordResumeAttempt'),
-    terminateWorker: hostProvided<boolean, TerminateInput>('terminateWorker'),
+    terminateWorker: hostProvided<boolean, LauncherCallInput>('terminateWorker'),
     resumeWorker: hostProvided<void, LauncherCallInput & { attempt: number }>('resumeWorker'),
-    fetchDebugInfo: hostProvided<string | undefined, LauncherCallInput>('fetchDebugInfo'),
+    failStartTimeout: hostProvided<StartTimeoutOutput, StartTimeoutInput>('failStartTimeout'),
   },
   delays: runTiming(Date.now).delays,
   actions: {
@@ -489,7 +491,8 @@ export const runMachine = setup({
       isUnsure(event.result) &&
       context.unknownStreak + 1 > context.settings.unknownHealthTolerance,
     writeApplied: (_, params: { output: WriteStatusOutput }) => params.output.applied,
-    terminateAfterFailure: ({ context }) => context.failure?.terminateWorker === true,
+    terminateFailed: (_, params: { output: StartTimeoutOutput }) =>
+      params.output.terminateError !== undefined,
     runLeftStarted: ({ context }) => context.run.status !== 'STARTED',
     attemptsLeft: ({ context }) =>
       context.settings.maxResumeRunAttempts > 0 &&
@@ -587,9 +590,8 @@ export const runMachine = setup({
       },
     },
 
-    // STARTING: launched, the worker has not reported STARTED. At launchedAt + startTimeout: collect the
-    // launcher's debug info, store FAILURE, then terminate the worker (FAILURE first, so a worker that
-    // reports STARTED in the meantime wins and is not killed).
+    // STARTING: launched, the worker has not reported STARTED. At launchedAt + startTimeout the run is
+    // timed out (timingOutStart).
     starting: {
       // Entered through routing, which names the sub-state; `initial` is only XState's requirement.
       initial: 'untimed',
@@ -605,29 +607,58 @@ export const runMachine = setup({
               target: '#run.dryRun',
               actions: [assign(({ context }) => startTimeoutFailure(context)), 'noteWouldFail'],
             },
-            { target: 'collectingDebugInfo' },
+            { target: '#run.timingOutStart' },
           ],
         },
-        collectingDebugInfo: {
-          on: { 'run.updated': { actions: 'recordRun' } },
+      },
+    },
+
+    // A start timeout is one effect, as its steps always go together: collect the launcher's debug info,
+    // store FAILURE (compare-and-set from STARTING, journaling the termination), then terminate the worker
+    // if so configured — FAILURE first, so a worker that reports STARTED in the meantime wins and is not
+    // killed. The host bounds each launcher call by launcherTimeout: debug info that does not come is left
+    // out, a termination that fails or does not answer is reported. (Three effect states cost three
+    // actors per deadline: docs/performance.md.)
+    timingOutStart: {
+      initial: 'failing',
+      states: {
+        failing: {
           invoke: {
-            src: 'fetchDebugInfo',
-            input: ({ context }) => ({ runId: context.run.runId }),
-            onDone: {
-              target: '#run.failing',
-              actions: assign(({ context, event }) => startTimeoutFailure(context, event.output)),
-            },
-            onError: {
-              target: '#run.failing',
-              actions: assign(({ context }) => startTimeoutFailure(context)),
-            },
+            src: 'failStartTimeout',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              startTimeoutSeconds: context.settings.startTimeoutSeconds,
+              terminate: context.settings.terminateOnStartTimeout,
+              deadline: deadlines.starting(context),
+            }),
+            onDone: [
+              {
+                guard: { type: 'terminateFailed', params: ({ event }) => ({ output: event.output }) },
+                target: 'reportingTerminateFailure',
+                actions: assign({ lastError: ({ event }) => event.output.terminateError }),
+              },
+              {
+                guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
+                target: '#run.done',
+              },
+              // The worker reported (or the run was canceled) first: follow the stored status.
+              {
+                target: '#run.routing',
+                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+              },
+            ],
+            onError: { target: '#run.recovering', actions: 'reportEffectError' },
           },
-          after: {
-            launcherTimeout: {
-              guard: 'launcherTimeoutOn',
-              target: '#run.failing',
-              actions: assign(({ context }) => startTimeoutFailure(context)),
-            },
+        },
+        reportingTerminateFailure: {
+          invoke: {
+            src: 'appendEngineEvent',
+            input: ({ context }) => ({
+              runId: context.run.runId,
+              message: messages.terminateAfterStartTimeoutFailed(context.lastError ?? 'unknown error'),
+            }),
+            onDone: '#run.done',
+            onError: { target: '#run.done', actions: 'reportEffectError' },
           },
         },
       },
@@ -1041,7 +1072,7 @@ export const runMachine = setup({
               to: 'FAILURE' as const,
               from: context.failure?.from ?? [],
               message: context.failure?.message ?? '',
-              tags: failureTags(context.failure),
+              tags: { [TAGS.failureReason]: context.failure?.reason ?? 'UNKNOWN' },
               decision: {
                 action: 'fail' as const,
                 reason: context.failure?.reason ?? 'UNKNOWN',
@@ -1052,7 +1083,7 @@ export const runMachine = setup({
             onDone: [
               {
                 guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
-                target: '#run.terminatingAfterFailure',
+                target: '#run.done',
               },
               {
                 target: '#run.routing',
@@ -1084,56 +1115,6 @@ export const runMachine = setup({
         },
         holding: {
           always: { guard: 'leftDecidedStatus', target: '#run.routing' },
-        },
-      },
-    },
-
-    terminatingAfterFailure: {
-      initial: 'choosing',
-      states: {
-        choosing: {
-          always: [{ guard: 'terminateAfterFailure', target: 'terminating' }, { target: '#run.done' }],
-        },
-        terminating: {
-          invoke: {
-            src: 'terminateWorker',
-            input: ({ context }) => ({ runId: context.run.runId, journaled: true }),
-            onDone: [
-              {
-                guard: { type: 'isTrue', params: ({ event }) => ({ value: event.output }) },
-                target: '#run.done',
-              },
-              {
-                target: 'reportingTerminateFailure',
-                actions: assign({ lastError: 'the launcher reported the worker is still there' }),
-              },
-            ],
-            onError: {
-              target: 'reportingTerminateFailure',
-              actions: assign({ lastError: ({ event }) => errorText(event.error) }),
-            },
-          },
-          after: {
-            launcherTimeout: {
-              guard: 'launcherTimeoutOn',
-              target: 'reportingTerminateFailure',
-              actions: assign({
-                lastError: ({ context }) =>
-                  messages.launcherCallTimedOut('terminate', context.settings.launcherTimeoutSeconds),
-              }),
-            },
-          },
-        },
-        reportingTerminateFailure: {
-          invoke: {
-            src: 'appendEngineEvent',
-            input: ({ context }) => ({
-              runId: context.run.runId,
-              message: messages.terminateAfterStartTimeoutFailed(context.lastError ?? 'unknown error'),
-            }),
-            onDone: '#run.done',
-            onError: { target: '#run.done', actions: 'reportEffectError' },
-          },
         },
       },
     },

@@ -113,9 +113,7 @@ describe('the run machine diagram', () => {
     expect(run).toContain(
       'run_started_watching --> run_started_confirmingCrash : health.checked [workerGone]',
     );
-    expect(run).toContain(
-      'run_failing_writing --> run_terminatingAfterFailure : done writeStatus [writeApplied]',
-    );
+    expect(run).toContain('run_failing_writing --> run_done : done writeStatus [writeApplied]');
     expect(run).toContain('run_starting_timed --> run_starting_timedOut : after startTimeout');
   });
 });

@@ -324,7 +324,7 @@ describe('runwarden_effect_errors_total', () => {
     failLists = 1;
     await h.advance(3600 * SECOND);
     const families = await h.scrape();
-    expect(sampleValue(families, 'runwarden_effect_errors_total', { effect: 'writeStatus' })).toBe(2);
+    expect(sampleValue(families, 'runwarden_effect_errors_total', { effect: 'failStartTimeout' })).toBe(2);
     expect(sampleValue(families, 'runwarden_effect_errors_total', { effect: 'pollHealth' })).toBe(1);
     expect(decisions(families)).toEqual({ 'fail START_TIMEOUT': 1, 'terminate START_TIMEOUT': 1 });
   });

@@ -117,6 +117,31 @@ describe('STARTING', () => {
     expect(note).toContain('Could not terminate the run worker after the start timeout');
   });
 
+  it('a termination that throws or hangs is reported with why, and stays journaled for the next poll', async () => {
+    for (const terminate of ['throw', 'hang'] as const) {
+      const h = await harness({
+        launcher: { terminate },
+        config: { launcherTimeoutSeconds: 7, pollIntervalSeconds: 3600 },
+      });
+      const runId = await h.launchedRun();
+      await h.advance(180 * SECOND);
+      expect(await h.status(runId)).toBe('FAILURE');
+      if (terminate === 'hang') {
+        await h.advance(7 * SECOND - 1);
+        expect(await h.messagesOf(runId, 'ENGINE_EVENT')).toEqual([]);
+        await h.advance(1);
+      }
+      const why =
+        terminate === 'throw'
+          ? 'FakeLauncher: terminate failed'
+          : messages.launcherCallTimedOut('terminate', 7);
+      expect(await h.messagesOf(runId, 'ENGINE_EVENT')).toEqual([
+        messages.terminateAfterStartTimeoutFailed(why),
+      ]);
+      expect((await h.store.getRun(runId))?.tags[TAGS.terminatePending]).toBe('true');
+    }
+  });
+
   it('does nothing once the worker reports STARTED in time', async () => {
     const h = await harness();
     const runId = await h.launchedRun();

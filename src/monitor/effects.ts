@@ -2,7 +2,7 @@
 // calls are not wrapped in a timeout here: the run machine bounds them with its own launcherTimeout
 // transition, which the diagrams show.
 import { fromPromise } from 'xstate';
-import { messages } from '../../machines/messages.js';
+import { errorText, messages } from '../../machines/messages.js';
 import {
   type EngineEventInput,
   type LauncherCallInput,
@@ -11,7 +11,8 @@ import {
   runMachine,
   runSettings,
   runTiming,
-  type TerminateInput,
+  type StartTimeoutInput,
+  type StartTimeoutOutput,
   type WriteStatusInput,
   type WriteStatusOutput,
   type WouldHaveInput,
@@ -21,6 +22,7 @@ import { RunwardenError } from '../core/errors.js';
 import { type RunRecord, TAGS } from '../core/types.js';
 import {
   appendMonitorEvent,
+  callLauncher,
   isLeaseLost,
   type MonitorHost,
   mustGetRun,
@@ -47,14 +49,6 @@ export function providedRunMachine(host: MonitorHost) {
       });
       return kind === 'store' ? tracker.track(work) : tracker.trackLauncher(work);
     });
-  /** A launcher call for the run, only while this monitor's lease on it holds (by its own clock too). */
-  // The check is synchronous when no renewal is needed, so it adds no turn to the effect.
-  const whileLeased = (runId: string, call: string): Promise<void> | undefined => {
-    if (leases.mayActNow(runId)) return undefined;
-    return leases.mayAct(runId).then((allowed) => {
-      if (!allowed) throw leases.notHeld(runId, call);
-    });
-  };
 
   /** An engine event on the run and a warning in the log, fire-and-forget from an action. */
   const reportInvalidTag = (runId: string, message: string) => {
@@ -72,36 +66,11 @@ export function providedRunMachine(host: MonitorHost) {
   return runMachine.provide({
     ...runTiming(() => clock.now()),
     actors: {
-      writeStatus: effect<WriteStatusInput, WriteStatusOutput>(
-        'store',
-        async ({ runId, to, from, message, tags, decision }) => {
-          const fence = leases.fence(runId);
-          // The actor learns the outcome from this effect's output, not from the feed (decisionWrites).
-          host.decisionWrites.set(runId, to);
-          let run: RunRecord | undefined;
-          try {
-            run = await store.transition(runId, { to, from, message, tags, at: clock.now(), ...fence });
-          } finally {
-            host.decisionWrites.delete(runId);
-          }
-          if (run) {
-            if (decision) {
-              const at = clock.now();
-              metrics.decision(decision.action, decision.reason, at, decision);
-              // The FAILURE write of a start timeout also journals the worker's termination.
-              if (tags?.[TAGS.terminatePending] === 'true')
-                metrics.decision('terminate', decision.reason, at);
-            }
-            runLogger(host, runId).info({ status: to }, message);
-            return { applied: true, run };
-          }
-          const current = await store.getRun(runId);
-          runLogger(host, runId).info(
-            { status: current?.status, wanted: to },
-            'Run status changed before the monitor wrote it; following the stored status.',
-          );
-          return { applied: false, run: current };
-        },
+      writeStatus: effect<WriteStatusInput, WriteStatusOutput>('store', (input) =>
+        writeDecision(host, input),
+      ),
+      failStartTimeout: effect<StartTimeoutInput, StartTimeoutOutput>('launcher', (input) =>
+        failStartTimeout(host, input),
       ),
       appendEngineEvent: effect<EngineEventInput, void>('store', async ({ runId, message, data }) => {
         await appendMonitorEvent(host, runId, message, data);
@@ -122,24 +91,16 @@ export function providedRunMachine(host: MonitorHost) {
         if (decision) metrics.decision(decision.action, decision.reason, clock.now(), decision);
         return attempt;
       }),
-      terminateWorker: effect<TerminateInput, boolean>('launcher', async ({ runId, journaled }) => {
-        // Until the worker is confirmed gone, the journal stays and the next poll tries again.
-        if (journaled) host.pendingTerminations = true;
-        const run = await mustGetRun(host, runId);
-        const leased = whileLeased(runId, 'terminate');
-        if (leased) await leased;
-        runLogger(host, runId).debug({ launcher: 'terminate' }, 'Terminating the run worker.');
-        const gone = await terminateOnce(host, run);
-        if (gone && journaled) await clearTerminatePending(host, runId);
-        return gone;
-      }),
+      terminateWorker: effect<LauncherCallInput, boolean>('launcher', async ({ runId }) =>
+        terminateLeased(host, await mustGetRun(host, runId)),
+      ),
       resumeWorker: effect<LauncherCallInput & { attempt: number }, void>(
         'launcher',
         async ({ runId, attempt }) => {
           if (!launcher.resume)
             throw new RunwardenError('RESUME_UNSUPPORTED', 'The launcher cannot resume runs.');
           const run = await mustGetRun(host, runId);
-          const leased = whileLeased(runId, 'resume');
+          const leased = whileLeased(host, runId, 'resume');
           if (leased) await leased;
           runLogger(host, runId).debug(
             { launcher: 'resume', attempt },
@@ -155,9 +116,6 @@ export function providedRunMachine(host: MonitorHost) {
             );
           });
         },
-      ),
-      fetchDebugInfo: effect<LauncherCallInput, string | undefined>('launcher', async ({ runId }) =>
-        launcher.debugInfo?.(await mustGetRun(host, runId)),
       ),
     },
     actions: {
@@ -205,6 +163,97 @@ export function runInputFor(config: MonitorHost['config']): (run: RunRecord) => 
       invalidLivenessTags: liveness.invalid.length > 0 ? liveness.invalid : undefined,
     };
   };
+}
+
+/**
+ * A decision's status write, compare-and-set: `applied: false` with the stored record when the run had
+ * moved on first (a worker's own report wins), and the actor follows that.
+ */
+async function writeDecision(host: MonitorHost, input: WriteStatusInput): Promise<WriteStatusOutput> {
+  const { store, clock, metrics } = host;
+  const { runId, to, from, message, tags, decision } = input;
+  const fence = host.leases.fence(runId);
+  // The actor learns the outcome from this effect's output, not from the feed (decisionWrites).
+  host.decisionWrites.set(runId, to);
+  let run: RunRecord | undefined;
+  try {
+    run = await store.transition(runId, { to, from, message, tags, at: clock.now(), ...fence });
+  } finally {
+    host.decisionWrites.delete(runId);
+  }
+  if (run) {
+    if (decision) {
+      const at = clock.now();
+      metrics.decision(decision.action, decision.reason, at, decision);
+      // The FAILURE write of a start timeout also journals the worker's termination.
+      if (tags?.[TAGS.terminatePending] === 'true') metrics.decision('terminate', decision.reason, at);
+    }
+    runLogger(host, runId).info({ status: to }, message);
+    return { applied: true, run };
+  }
+  const current = await store.getRun(runId);
+  runLogger(host, runId).info(
+    { status: current?.status, wanted: to },
+    'Run status changed before the monitor wrote it; following the stored status.',
+  );
+  return { applied: false, run: current };
+}
+
+/**
+ * A start timeout, end to end: debug info, FAILURE journaling the termination, then the termination. Each
+ * launcher call is bounded by launcherTimeoutSeconds; debug info that fails or does not come is left out.
+ */
+async function failStartTimeout(host: MonitorHost, input: StartTimeoutInput): Promise<StartTimeoutOutput> {
+  const { runId, startTimeoutSeconds, terminate, deadline } = input;
+  const run = await mustGetRun(host, runId);
+  const { debugInfo } = host.launcher;
+  const info = debugInfo
+    ? await callLauncher(host, 'debugInfo', () => debugInfo.call(host.launcher, run)).catch(
+        (err: unknown) => {
+          runLogger(host, runId).warn({ err }, 'Could not collect the launcher’s debug info.');
+          return undefined;
+        },
+      )
+    : undefined;
+  const tags: Record<string, string> = { [TAGS.failureReason]: 'START_TIMEOUT' };
+  if (terminate) tags[TAGS.terminatePending] = 'true';
+  const written = await writeDecision(host, {
+    runId,
+    to: 'FAILURE',
+    from: ['STARTING'],
+    message: messages.startTimeout(startTimeoutSeconds, info),
+    tags,
+    decision: { action: 'fail', reason: 'START_TIMEOUT', deadline },
+  });
+  if (!written.applied || !terminate || !written.run) return written;
+  // Until the worker is confirmed gone, the journal stays and the next poll tries again.
+  host.pendingTerminations = true;
+  try {
+    const gone = await callLauncher(host, 'terminate', () => terminateLeased(host, written.run as RunRecord));
+    if (!gone) return { ...written, terminateError: 'the launcher reported the worker is still there' };
+    await clearTerminatePending(host, runId);
+    return written;
+  } catch (error) {
+    return { ...written, terminateError: errorText(error) };
+  }
+}
+
+/** A launcher call for the run, only while this monitor's lease on it holds (by its own clock too). */
+// The check is synchronous when no renewal is needed, so it adds no turn to the effect.
+function whileLeased(host: MonitorHost, runId: string, call: string): Promise<void> | undefined {
+  const { leases } = host;
+  if (leases.mayActNow(runId)) return undefined;
+  return leases.mayAct(runId).then((allowed) => {
+    if (!allowed) throw leases.notHeld(runId, call);
+  });
+}
+
+/** Terminates the run's worker while this monitor's lease on the run holds. */
+async function terminateLeased(host: MonitorHost, run: RunRecord): Promise<boolean> {
+  const leased = whileLeased(host, run.runId, 'terminate');
+  if (leased) await leased;
+  runLogger(host, run.runId).debug({ launcher: 'terminate' }, 'Terminating the run worker.');
+  return terminateOnce(host, run);
 }
 
 /** The journaled termination is done: a restarted monitor must not repeat it. */

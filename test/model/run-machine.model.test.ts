@@ -3,7 +3,12 @@
 // actor must be in the model's state and the store must hold the status and events the path implies.
 // The suite fails if any edge of the run machine was not taken by some real run actor.
 import { describe, expect, it } from 'vitest';
-import { deadlines, type RunContext, runMachine } from '../../machines/run.machine.js';
+import {
+  deadlines,
+  type RunContext,
+  runMachine,
+  type StartTimeoutOutput,
+} from '../../machines/run.machine.js';
 import { type RunRecord, type RunStatus, STATUS_EVENT, TAGS } from '../../src/core/types.js';
 import { allEdges, type EdgeKey } from './edges.js';
 import { EdgeRecorder, type Environment, environment, type StoreOutcome } from './environment.js';
@@ -46,7 +51,8 @@ function resolution(state: RunSnapshot, event: ModelEvent): Resolution | undefin
   return effect ? { effect, event } : undefined;
 }
 
-const isStoreEffect = (effect: Effect) => effect.kind !== 'launcher';
+// A start timeout waits on the launcher first, so the real host rests in it like in a launcher call.
+const isStoreEffect = (effect: Effect) => effect.kind !== 'launcher' && effect.kind !== 'startTimeout';
 const failed = (event: ModelEvent) => event.type.startsWith('xstate.error.');
 
 /**
@@ -66,6 +72,11 @@ async function scriptStoreOutcomes(
     const delay = delayName(event);
     if (delay && isDeadline(delay) && (await msUntil(env, config, before, delay)) === 0) continue;
     const r = resolution(before, event);
+    if (r?.effect.kind === 'startTimeout') {
+      // Its FAILURE write happens once its debug info is released: scripted now, in order.
+      env.store.script.transition.push(startTimeoutWrite(before, r.event));
+      return;
+    }
     if (!r || !isStoreEffect(r.effect)) return;
     const output = r.event.output as
       { applied?: boolean; run?: RunRecord; status?: RunStatus; heartbeatAt?: number } | undefined;
@@ -93,6 +104,15 @@ async function scriptStoreOutcomes(
     }[r.effect.kind];
     queue.push(outcome);
   }
+}
+
+/** How a start timeout's FAILURE write ends, for the outcome the model chose. */
+function startTimeoutWrite(before: RunSnapshot, event: ModelEvent): StoreOutcome {
+  if (failed(event)) return { kind: 'error' };
+  const output = event.output as StartTimeoutOutput;
+  // A worker's write the actor already saw makes the compare-and-set lose by itself.
+  if (output.applied || before.context.run.status !== 'STARTING') return { kind: 'ok' };
+  return { kind: 'lose', to: (output.run as RunRecord).status };
 }
 
 const isDeadline = (delay: string) => delay !== 'launcherTimeout' && delay !== 'storeRetry';
@@ -130,6 +150,15 @@ async function execute(env: Environment, config: ModelConfig, before: RunSnapsho
   if (r) {
     if (r.effect.kind === 'launcher') {
       env.launcher.release(r.effect.call, failed(event) ? { error: true } : { value: event.output });
+    }
+    if (r.effect.kind === 'startTimeout') {
+      // Debug info, then the scripted write; then the termination, if the write applied and one is due.
+      env.launcher.release('debugInfo', { value: 'model debug info' });
+      const output = event.output as StartTimeoutOutput | undefined;
+      if (output?.applied && config.terminateOnStartTimeout) {
+        await env.settle();
+        env.launcher.release('terminate', { value: output.terminateError === undefined });
+      }
     }
     return; // store effects: already happened as scripted
   }
@@ -200,6 +229,14 @@ function expectAfter(expected: Expected, before: RunSnapshot, event: ModelEvent)
   if (!r || failed(event)) return;
   const output = event.output as { applied?: boolean; run?: RunRecord; status?: RunStatus } | undefined;
   if (r.effect.kind === 'append') expected.engineEvents += 1;
+  if (r.effect.kind === 'startTimeout') {
+    if (output?.applied) {
+      moveTo('FAILURE');
+      expected.failureReason = 'START_TIMEOUT';
+    } else if (output?.run && output.run.status !== before.context.run.status) {
+      moveTo(output.run.status);
+    }
+  }
   if (r.effect.kind === 'write') {
     if (output?.applied === false && output.run) {
       moveTo(output.run.status);

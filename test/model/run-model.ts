@@ -13,7 +13,7 @@ import {
   type RunInput,
   runMachine,
   runSettings,
-  type WriteStatusOutput,
+  type StartTimeoutOutput,
 } from '../../machines/run.machine.js';
 import { ALLOWED_MOVES, type RunRecord, type RunStatus, TAGS } from '../../src/core/types.js';
 import { type EdgeKey, edgeKey } from './edges.js';
@@ -27,10 +27,13 @@ export type Effect =
   | { kind: 'append' }
   | { kind: 'read' }
   | { kind: 'count' }
-  | { kind: 'launcher'; call: 'terminate' | 'resume' | 'debugInfo' };
+  | { kind: 'launcher'; call: 'terminate' | 'resume' }
+  /** A start timeout: debug info (a held launcher call), FAILURE (a scripted write), then terminate (held). */
+  | { kind: 'startTimeout' };
 
 export const EFFECTS: Record<string, Effect> = {
-  'run.starting.collectingDebugInfo': { kind: 'launcher', call: 'debugInfo' },
+  'run.timingOutStart.failing': { kind: 'startTimeout' },
+  'run.timingOutStart.reportingTerminateFailure': { kind: 'append' },
   'run.started.confirmingCrash': { kind: 'read' },
   'run.started.watching.liveness.confirming': { kind: 'read' },
   'run.started.stoppingStalledWorker': { kind: 'launcher', call: 'terminate' },
@@ -50,8 +53,6 @@ export const EFFECTS: Record<string, Effect> = {
   'run.canceling.markingCanceled': { kind: 'write', to: 'CANCELED' },
   'run.failing.writing': { kind: 'write', to: 'FAILURE' },
   'run.dryRun.reporting': { kind: 'append' },
-  'run.terminatingAfterFailure.terminating': { kind: 'launcher', call: 'terminate' },
-  'run.terminatingAfterFailure.reportingTerminateFailure': { kind: 'append' },
   'run.recovering.refreshing': { kind: 'read' },
 };
 
@@ -167,8 +168,8 @@ function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
   const inWatching = snapshot.matches({ started: 'watching' });
 
   // Workers (and users) move the stored status whenever nothing of the monitor's holds the store:
-  // in waiting states and while a launcher call is out.
-  if (!effect || effect.kind === 'launcher') {
+  // in waiting states and while a launcher call is out (a start timeout's starts with one).
+  if (!effect || effect.kind === 'launcher' || effect.kind === 'startTimeout') {
     for (const to of ALLOWED_MOVES[run.status]) events.push({ type: 'run.updated', run: moved(run, to) });
   }
   if (inWatching) {
@@ -211,9 +212,25 @@ function eventsFor(snapshot: RunSnapshot): ModelEvent[] {
         break;
       case 'launcher':
         if (effect.call === 'terminate') events.push(done(true), done(false));
-        else if (effect.call === 'debugInfo') events.push(done('model debug info'), done(undefined));
         else events.push(done(undefined));
         break;
+      case 'startTimeout': {
+        // An update the actor recorded while the debug info was out makes the write lose to it.
+        if (run.status !== 'STARTING') {
+          events.push(done({ applied: false, run }));
+          break;
+        }
+        const tags = { ...run.tags, [TAGS.failureReason]: 'START_TIMEOUT' };
+        const written = { ...moved(run, 'FAILURE'), tags };
+        events.push(done({ applied: true, run: written }));
+        if (context.settings.terminateOnStartTimeout) {
+          events.push(done({ applied: true, run: written, terminateError: 'model: worker still there' }));
+        }
+        for (const to of ALLOWED_MOVES.STARTING.filter((s) => s !== 'FAILURE')) {
+          events.push(done({ applied: false, run: moved(run, to) }));
+        }
+        break;
+      }
     }
   }
   return events;
@@ -339,9 +356,10 @@ function describe(event: ModelEvent): string {
       : 'error';
   const state = event.type.replace(/^xstate\.(done|error)\.actor\.0\.run\./, '');
   const output = event.output;
+  const written = output as unknown as StartTimeoutOutput;
   const detail =
     output && typeof output === 'object' && 'applied' in output
-      ? `(${(output as unknown as WriteStatusOutput).applied ? 'applied' : `lost to ${(output as unknown as WriteStatusOutput).run?.status}`})`
+      ? `(${written.applied ? (written.terminateError ? 'applied, worker still there' : 'applied') : `lost to ${written.run?.status}`})`
       : output !== undefined && typeof output !== 'object'
         ? `(${String(output)})`
         : output && typeof output === 'object' && 'heartbeatAt' in output
