@@ -86,11 +86,10 @@ export const shardMachine = setup({
       }
       enqueue.assign({ running, spawned });
     }),
-    stopFinishedRun: enqueueActions(({ event, enqueue }) => {
-      if (!('actorId' in event)) return;
-      enqueue(stopChild(event.actorId));
-      enqueue.assign({ running: ({ context }) => context.running - 1 });
-    }),
+    // Plain action creators, not enqueueActions: this runs once per finished run, and enqueueActions builds
+    // its helper object on every call (docs/performance.md).
+    stopFinishedRun: stopChild(({ event }) => (event as { actorId: string }).actorId),
+    countFinishedRun: assign({ running: ({ context }) => context.running - 1 }),
     releaseRuns: enqueueActions(({ event, enqueue, self }) => {
       if (event.type !== 'runs.release') return;
       const partitions = new Set(event.partitions);
@@ -123,10 +122,13 @@ export const shardMachine = setup({
     active: {
       on: {
         'runs.spawn': { actions: 'spawnRuns' },
-        'xstate.done.actor.*': { actions: 'stopFinishedRun', target: 'checking' },
+        'xstate.done.actor.*': { actions: ['stopFinishedRun', 'countFinishedRun'], target: 'checking' },
         // One run's failure stays with that run: without this the error would stop the shard, then the
         // supervisor, and with it the monitoring of every run.
-        'xstate.error.actor.*': { actions: ['reportRunActorError', 'stopFinishedRun'], target: 'checking' },
+        'xstate.error.actor.*': {
+          actions: ['reportRunActorError', 'stopFinishedRun', 'countFinishedRun'],
+          target: 'checking',
+        },
         'shard.seal': { actions: 'seal', target: 'checking' },
         'runs.release': { actions: 'releaseRuns', target: 'checking' },
       },

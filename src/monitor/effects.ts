@@ -128,15 +128,14 @@ export function providedRunMachine(host: MonitorHost) {
           `Monitor effect failed; retrying in ${config.storeRetrySeconds} seconds.`,
         );
       },
-      reportInvalidMaxRuntimeTag: ({ context }) => {
+      reportInvalidTags: ({ context }) => {
         const invalid = context.invalidMaxRuntimeTag;
-        if (!invalid) return;
-        reportInvalidTag(
-          context.run.runId,
-          messages.invalidMaxRuntimeTag(invalid.tag, invalid.value, config.maxRuntimeSeconds),
-        );
-      },
-      reportInvalidLivenessTags: ({ context }) => {
+        if (invalid) {
+          reportInvalidTag(
+            context.run.runId,
+            messages.invalidMaxRuntimeTag(invalid.tag, invalid.value, config.maxRuntimeSeconds),
+          );
+        }
         for (const { tag, value } of context.invalidLivenessTags ?? []) {
           const fallback =
             tag === TAGS.heartbeatTimeout ? config.heartbeatTimeoutSeconds : config.progressTimeoutSeconds;
