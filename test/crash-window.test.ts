@@ -56,6 +56,36 @@ describe('the start-timeout crash window', () => {
     expect((await store.getRun(runId))?.tags[TAGS.terminatePending]).toBe('false');
   });
 
+  it('a monitor stopped while the debug info is out writes nothing and terminates nothing when it comes', async () => {
+    const clock = newClock();
+    // Without leases (a store of the host's own that has none), nothing in the store refuses a late write.
+    const store = new MemoryRunStore({ clock });
+    Object.assign(store, { renewLeases: undefined, releaseLeases: undefined, listMonitors: undefined });
+    let answer!: (info: string) => void;
+    const launcher = new FakeLauncher();
+    launcher.debugInfo = (run) => {
+      launcher.calls.debugInfo.push(run.runId);
+      return new Promise((resolve) => {
+        answer = resolve;
+      });
+    };
+    const monitor = createRunMonitor({ store, launcher, clock, config: { startTimeoutSeconds: 60 } });
+    monitors.push(monitor);
+    await monitor.start();
+    const { runId } = await store.createRun({});
+    await monitor.launch(runId);
+    clock.increment(60 * SECOND);
+    await monitor.settle();
+    expect(launcher.calls.debugInfo).toEqual([runId]);
+
+    await monitor.stop();
+    answer('pod pending');
+    // Everything the answer could set off happens in microtasks and store calls: two loop turns suffice.
+    for (let turn = 0; turn < 2; turn++) await new Promise((resolve) => setImmediate(resolve));
+    expect((await store.getRun(runId))?.status).toBe('STARTING');
+    expect(launcher.calls.terminate).toEqual([]);
+  });
+
   it('a termination the launcher could not finish is retried by every poll until it is done', async () => {
     const clock = newClock();
     const store = new MemoryRunStore({ clock });

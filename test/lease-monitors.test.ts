@@ -245,6 +245,29 @@ describe('several monitors on one store', () => {
     expect((await store.getRun(run.runId))?.resumeAttempts).toBe(2);
   });
 
+  it('a start timeout whose lease runs short before the terminate leaves it journaled, reports no failed termination, and the journal pass finishes it', async () => {
+    setup();
+    const a = await join('a', { startTimeoutSeconds: 12 });
+    const { runId } = await store.createRun({});
+    await a.monitor.launch(runId);
+    store.failing.add('a');
+    // At 12 s, four fifths of the lease are used since the last good renewal: FAILURE is still written (the
+    // lease holds), but the termination needs a renewal first, and that fails.
+    await advance(12 * SECOND);
+    const failed = (await store.getRun(runId)) as RunRecord;
+    expect(failed.status).toBe('FAILURE');
+    expect(failed.tags[TAGS.terminatePending]).toBe('true');
+    expect(a.launcher.calls.terminate).toEqual([]);
+    expect(a.errors).toContainEqual(expect.stringContaining('no longer holds the lease on partition'));
+    const engineEvents = await store.getEvents(runId, { types: ['ENGINE_EVENT'] });
+    expect(engineEvents.map((e) => e.message)).toEqual([]);
+
+    store.failing.delete('a');
+    await advance(20 * SECOND);
+    expect(a.launcher.calls.terminate).toEqual([runId]);
+    expect((await store.getRun(runId))?.tags[TAGS.terminatePending]).toBe('false');
+  });
+
   it('the crash brake counts minRuns over the whole store: an outage split over two monitors is held by both', async () => {
     setup();
     // 40 runs with fixed ids, so the split between the two monitors is the same every time.

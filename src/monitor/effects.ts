@@ -1,6 +1,7 @@
-// The run actor's effects: each is one store or launcher call, provided to the pure run machine. Launcher
-// calls are not wrapped in a timeout here: the run machine bounds them with its own launcherTimeout
-// transition, which the diagrams show.
+// The run actor's effects, provided to the pure run machine: each is one store or launcher call, whose
+// launcher calls the run machine bounds with its own launcherTimeout transition (the diagrams show it),
+// except a start timeout, whose steps always go together and which bounds its two launcher calls here.
+
 import { fromPromise } from 'xstate';
 import { errorText, messages } from '../../machines/messages.js';
 import {
@@ -36,10 +37,10 @@ export function providedRunMachine(host: MonitorHost) {
   const countErrors = metrics !== NO_METRICS;
   const effect = <TIn extends { runId: string }, TOut>(
     kind: 'store' | 'launcher',
-    run: (input: TIn) => Promise<TOut>,
+    run: (input: TIn, signal: AbortSignal) => Promise<TOut>,
   ) =>
-    fromPromise<TOut, TIn>(({ input, self }) => {
-      const work = run(input);
+    fromPromise<TOut, TIn>(({ input, self, signal }) => {
+      const work = run(input, signal);
       // Registered before the actor hears of the failure: the run's actor is stopped (released) first, so
       // it never retries a write another monitor's lease now forbids.
       work.catch((error: unknown) => {
@@ -69,8 +70,8 @@ export function providedRunMachine(host: MonitorHost) {
       writeStatus: effect<WriteStatusInput, WriteStatusOutput>('store', (input) =>
         writeDecision(host, input),
       ),
-      failStartTimeout: effect<StartTimeoutInput, StartTimeoutOutput>('launcher', (input) =>
-        failStartTimeout(host, input),
+      failStartTimeout: effect<StartTimeoutInput, StartTimeoutOutput>('launcher', (input, signal) =>
+        failStartTimeout(host, input, signal),
       ),
       appendEngineEvent: effect<EngineEventInput, void>('store', async ({ runId, message, data }) => {
         await appendMonitorEvent(host, runId, message, data);
@@ -181,12 +182,7 @@ async function writeDecision(host: MonitorHost, input: WriteStatusInput): Promis
     host.decisionWrites.delete(runId);
   }
   if (run) {
-    if (decision) {
-      const at = clock.now();
-      metrics.decision(decision.action, decision.reason, at, decision);
-      // The FAILURE write of a start timeout also journals the worker's termination.
-      if (tags?.[TAGS.terminatePending] === 'true') metrics.decision('terminate', decision.reason, at);
-    }
+    if (decision) metrics.decision(decision.action, decision.reason, clock.now(), decision);
     runLogger(host, runId).info({ status: to }, message);
     return { applied: true, run };
   }
@@ -200,40 +196,63 @@ async function writeDecision(host: MonitorHost, input: WriteStatusInput): Promis
 
 /**
  * A start timeout, end to end: debug info, FAILURE journaling the termination, then the termination. Each
- * launcher call is bounded by launcherTimeoutSeconds; debug info that fails or does not come is left out.
+ * launcher call is bounded by launcherTimeoutSeconds. Once the actor is stopped (the monitor stops, or
+ * another monitor now owns the run) nothing further is done: the journal, or the new owner, takes it from
+ * there, as it did when each step was an effect state of its own.
  */
-async function failStartTimeout(host: MonitorHost, input: StartTimeoutInput): Promise<StartTimeoutOutput> {
+async function failStartTimeout(
+  host: MonitorHost,
+  input: StartTimeoutInput,
+  signal: AbortSignal,
+): Promise<StartTimeoutOutput> {
   const { runId, startTimeoutSeconds, terminate, deadline } = input;
-  const run = await mustGetRun(host, runId);
-  const { debugInfo } = host.launcher;
-  const info = debugInfo
-    ? await callLauncher(host, 'debugInfo', () => debugInfo.call(host.launcher, run)).catch(
-        (err: unknown) => {
-          runLogger(host, runId).warn({ err }, 'Could not collect the launcher’s debug info.');
-          return undefined;
-        },
-      )
-    : undefined;
+  const info = await startDebugInfo(host, runId);
+  if (signal.aborted) return { applied: false, run: undefined };
   const tags: Record<string, string> = { [TAGS.failureReason]: 'START_TIMEOUT' };
   if (terminate) tags[TAGS.terminatePending] = 'true';
-  const written = await writeDecision(host, {
-    runId,
-    to: 'FAILURE',
-    from: ['STARTING'],
-    message: messages.startTimeout(startTimeoutSeconds, info),
-    tags,
-    decision: { action: 'fail', reason: 'START_TIMEOUT', deadline },
-  });
+  // Store work: stop() and settle() wait for it.
+  const written = await host.tracker.track(
+    writeDecision(host, {
+      runId,
+      to: 'FAILURE',
+      from: ['STARTING'],
+      message: messages.startTimeout(startTimeoutSeconds, info),
+      tags,
+      decision: { action: 'fail', reason: 'START_TIMEOUT', deadline },
+    }),
+  );
   if (!written.applied || !terminate || !written.run) return written;
+  // The FAILURE write journaled the termination: that is the decision to terminate.
+  host.metrics.decision('terminate', 'START_TIMEOUT', host.clock.now());
+  if (signal.aborted) return written;
   // Until the worker is confirmed gone, the journal stays and the next poll tries again.
   host.pendingTerminations = true;
+  const stored = written.run;
   try {
-    const gone = await callLauncher(host, 'terminate', () => terminateLeased(host, written.run as RunRecord));
+    const gone = await callLauncher(host, 'terminate', () => terminateLeased(host, stored));
     if (!gone) return { ...written, terminateError: 'the launcher reported the worker is still there' };
     await clearTerminatePending(host, runId);
     return written;
   } catch (error) {
+    // Another monitor owns the run now: the effect fails, so the actor is released (see `effect`).
+    if (isLeaseLost(error)) throw error;
+    host.metrics.effectError('failStartTimeout');
     return { ...written, terminateError: errorText(error) };
+  }
+}
+
+/** The launcher's debug info for a run that did not start; undefined when there is none or it failed. */
+async function startDebugInfo(host: MonitorHost, runId: string): Promise<string | undefined> {
+  const { launcher } = host;
+  const debugInfo = launcher.debugInfo;
+  if (!debugInfo) return undefined;
+  try {
+    const run = await mustGetRun(host, runId);
+    return await callLauncher(host, 'debugInfo', () => debugInfo.call(launcher, run));
+  } catch (err) {
+    host.metrics.effectError('failStartTimeout');
+    runLogger(host, runId).warn({ err }, 'Could not collect the launcher’s debug info; failing without it.');
+    return undefined;
   }
 }
 
