@@ -1,6 +1,7 @@
 // Workers that would outlive their run: a monitor that dies between failing a run (start timeout) and
 // terminating its worker, and a launch that finishes after the run was already ended. Simulated time.
 import { afterEach, describe, expect, it } from 'vitest';
+import type { SimulatedClock } from 'xstate';
 import { sleepOn } from '../src/core/clock.js';
 import { type RunRecord, TAGS, type TransitionChange } from '../src/core/types.js';
 import { createRunMonitor, type RunMonitor } from '../src/monitor/monitor.js';
@@ -25,6 +26,18 @@ class FailureHookStore extends MemoryRunStore {
     }
     return written;
   }
+}
+
+/** A monitor with a 60 s start timeout, and a run it launched, left until the timeout has fired. */
+async function timedOutRun(store: MemoryRunStore, launcher: FakeLauncher, clock: SimulatedClock) {
+  const monitor = createRunMonitor({ store, launcher, clock, config: { startTimeoutSeconds: 60 } });
+  monitors.push(monitor);
+  await monitor.start();
+  const { runId } = await store.createRun({});
+  await monitor.launch(runId);
+  clock.increment(60 * SECOND);
+  await monitor.settle();
+  return { monitor, runId };
 }
 
 describe('the start-timeout crash window', () => {
@@ -69,13 +82,7 @@ describe('the start-timeout crash window', () => {
         answer = resolve;
       });
     };
-    const monitor = createRunMonitor({ store, launcher, clock, config: { startTimeoutSeconds: 60 } });
-    monitors.push(monitor);
-    await monitor.start();
-    const { runId } = await store.createRun({});
-    await monitor.launch(runId);
-    clock.increment(60 * SECOND);
-    await monitor.settle();
+    const { monitor, runId } = await timedOutRun(store, launcher, clock);
     expect(launcher.calls.debugInfo).toEqual([runId]);
 
     await monitor.stop();
@@ -126,13 +133,7 @@ describe('the start-timeout crash window', () => {
     const clock = newClock();
     const store = new MemoryRunStore({ clock });
     const launcher = new FakeLauncher();
-    const monitor = createRunMonitor({ store, launcher, clock, config: { startTimeoutSeconds: 60 } });
-    monitors.push(monitor);
-    await monitor.start();
-    const { runId } = await store.createRun({});
-    await monitor.launch(runId);
-    clock.increment(60 * SECOND);
-    await monitor.settle();
+    const { monitor, runId } = await timedOutRun(store, launcher, clock);
     expect((await store.getRun(runId))?.tags[TAGS.terminatePending]).toBe('false');
     await monitor.stop();
 
