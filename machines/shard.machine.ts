@@ -86,8 +86,7 @@ export const shardMachine = setup({
       }
       enqueue.assign({ running, spawned });
     }),
-    // Plain action creators, not enqueueActions: this runs once per finished run, and enqueueActions builds
-    // its helper object on every call (docs/performance.md).
+    // Two plain action creators: a finished run is stopped and counted the same way every time.
     stopFinishedRun: stopChild(({ event }) => (event as { actorId: string }).actorId),
     countFinishedRun: assign({ running: ({ context }) => context.running - 1 }),
     releaseRuns: enqueueActions(({ event, enqueue, self }) => {
