@@ -1,22 +1,14 @@
 // The crash brake: a poll that finds too many of the workers it checked dead (or cannot check them) holds
 // its crash actions, records the hold on each run, and acts only once the hold has lasted maxHoldSeconds.
 // Simulated time, FakeLauncher.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
 import { ConfigError } from '../src/core/errors.js';
 import { parseMonitorConfig } from '../src/core/config.js';
 import type { HealthResult, RunRecord } from '../src/core/types.js';
-import { type Harness, type HarnessOptions, harness as makeHarness, SECOND } from './harness.js';
+import { type Harness, SECOND, stoppedAfterEach } from './harness.js';
 
-const open: Harness[] = [];
-async function harness(options?: HarnessOptions): Promise<Harness> {
-  const h = await makeHarness(options);
-  open.push(h);
-  return h;
-}
-afterEach(async () => {
-  for (const h of open.splice(0)) await h.monitor.stop();
-});
+const harness = stoppedAfterEach();
 
 const POLL = 10;
 const brakeConfig = (crashBrake: Record<string, number> = {}) => ({

@@ -2,23 +2,17 @@
 // `Would have `: no status change, no launcher call. The run stays as it is until its stored status moves;
 // then it is decided afresh. Simulated time, FakeLauncher.
 import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
 import { TAGS } from '../src/core/types.js';
 import { createRunMonitor } from '../src/monitor/monitor.js';
 import { PARTITION_COUNT } from '../src/stores/contract.js';
-import { type Harness, type HarnessOptions, harness as makeHarness, SECOND } from './harness.js';
+import { type Harness, type HarnessOptions, SECOND, stoppedAfterEach } from './harness.js';
 import { parsePrometheusText, sampleValue } from './prometheus.js';
 
-const open: Harness[] = [];
-async function harness(options: HarnessOptions = {}): Promise<Harness> {
-  const h = await makeHarness({ ...options, config: { ...options.config, dryRun: true } });
-  open.push(h);
-  return h;
-}
-afterEach(async () => {
-  for (const h of open.splice(0)) await h.monitor.stop();
-});
+const dryRunHarness = stoppedAfterEach();
+const harness = (options: HarnessOptions = {}): Promise<Harness> =>
+  dryRunHarness({ ...options, config: { ...options.config, dryRun: true } });
 
 const wouldHave = async (h: Harness, runId: string) =>
   (await h.messagesOf(runId, 'ENGINE_EVENT')).filter((m) => m.startsWith('Would have '));

@@ -1,5 +1,6 @@
 // A monitor on simulated time over a real MemoryRunStore and a FakeLauncher, as a user would wire it.
 import type { Registry } from 'prom-client';
+import { afterEach } from 'vitest';
 import { SimulatedClock } from 'xstate';
 import type { MonitorConfigInput } from '../src/core/config.js';
 import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
@@ -104,3 +105,19 @@ export function newClock(): SimulatedClock {
 }
 
 export type Harness = Awaited<ReturnType<typeof harness>>;
+
+/**
+ * `harness`, with every monitor it makes stopped after each test. Call it once at the top of a test file
+ * (it registers the afterEach hook there).
+ */
+export function stoppedAfterEach(): (options?: HarnessOptions) => Promise<Harness> {
+  const open: Harness[] = [];
+  afterEach(async () => {
+    for (const h of open.splice(0)) await h.monitor.stop();
+  });
+  return async (options) => {
+    const h = await harness(options);
+    open.push(h);
+    return h;
+  };
+}

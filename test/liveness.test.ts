@@ -1,19 +1,11 @@
 // Liveness beyond "the process exists": a worker that is alive but silent — no heartbeat, or no progress —
 // past its timeout is terminated, then resumed while attempts are left, else failed. Simulated time.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
 import { TAGS } from '../src/core/types.js';
-import { type Harness, type HarnessOptions, harness as makeHarness, SECOND } from './harness.js';
+import { SECOND, stoppedAfterEach } from './harness.js';
 
-const open: Harness[] = [];
-async function harness(options?: HarnessOptions): Promise<Harness> {
-  const h = await makeHarness(options);
-  open.push(h);
-  return h;
-}
-afterEach(async () => {
-  for (const h of open.splice(0)) await h.monitor.stop();
-});
+const harness = stoppedAfterEach();
 
 const stalled = (reason: 'HEARTBEAT_TIMEOUT' | 'PROGRESS_TIMEOUT', s: number) => messages.stalled(reason, s);
 

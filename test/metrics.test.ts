@@ -3,35 +3,24 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError, RunwardenError } from '../src/core/errors.js';
 import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
 import { createRunMonitor } from '../src/monitor/monitor.js';
 import { FakeLauncher } from '../src/testing/index.js';
 import { type HealthResult, TAGS, type WorkerStatus } from '../src/core/types.js';
-import {
-  type Harness,
-  type HarnessOptions,
-  harness as makeHarness,
-  newClock,
-  SECOND,
-  T0,
-} from './harness.js';
+import { type Harness, type HarnessOptions, newClock, SECOND, stoppedAfterEach, T0 } from './harness.js';
 import { built, NODE } from './processes.js';
 import { type Family, parsePrometheusText, sampleValue } from './prometheus.js';
 
 const execFileAsync = promisify(execFile);
 
-const open: Harness[] = [];
+const metricsHarness = stoppedAfterEach();
 async function harness(options: HarnessOptions = {}) {
   const registry = new Registry();
-  const h = await makeHarness({ ...options, metrics: registry });
-  open.push(h);
+  const h = await metricsHarness({ ...options, metrics: registry });
   return { ...h, registry, scrape: () => scrape(registry, h) };
 }
-afterEach(async () => {
-  for (const h of open.splice(0)) await h.monitor.stop();
-});
 
 const LABEL_VALUES: Record<string, RegExp> = {
   status: /^(NOT_STARTED|QUEUED|STARTING|STARTED|CANCELING)$/,

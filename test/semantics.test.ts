@@ -1,30 +1,15 @@
 // One test per row of the monitoring semantics (docs/semantics.md), with the exact messages and failure
 // reasons, then the races, restarts and misbehaving launchers around them. Time is simulated.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { messages } from '../machines/messages.js';
 import { ConfigError, RunNotFoundError, RunwardenError } from '../src/core/errors.js';
 import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
 import { createRunMonitor } from '../src/monitor/monitor.js';
 import { FakeLauncher } from '../src/testing/index.js';
 import { type HealthResult, type RunRecord, TAGS } from '../src/core/types.js';
-import {
-  type Harness,
-  type HarnessOptions,
-  harness as makeHarness,
-  newClock,
-  SECOND,
-  T0,
-} from './harness.js';
+import { harness as makeHarness, newClock, SECOND, stoppedAfterEach, T0 } from './harness.js';
 
-const open: Harness[] = [];
-async function harness(options?: HarnessOptions): Promise<Harness> {
-  const h = await makeHarness(options);
-  open.push(h);
-  return h;
-}
-afterEach(async () => {
-  for (const h of open.splice(0)) await h.monitor.stop();
-});
+const harness = stoppedAfterEach();
 
 describe('NOT_STARTED', () => {
   it('fails a run never launched once createdAt + startTimeout is reached', async () => {
