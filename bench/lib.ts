@@ -15,7 +15,13 @@ export function cpuSince(start: NodeJS.CpuUsage): number {
 /** Timeouts used by the track / restore fixtures: long enough that nothing fires during a measurement. */
 export const FAR_SECONDS = 3600;
 /** Run deadlines are at least this far away in track/restore; anything shorter is some other timer. */
-export const RUN_TIMER_MIN_MS = 1800 * SECOND;
+const RUN_TIMER_MIN_MS = 1800 * SECOND;
+/** The monitor configuration of track and restore: every deadline FAR_SECONDS away, none fires. */
+export const FAR_CONFIG = {
+  startTimeoutSeconds: FAR_SECONDS,
+  cancelTimeoutSeconds: FAR_SECONDS,
+  maxRuntimeSeconds: FAR_SECONDS,
+} as const;
 
 export const runIdOf = (i: number): string => `run-${String(i).padStart(7, '0')}`;
 
@@ -90,6 +96,11 @@ export function countingClock(
     clearTimeout: (id) => realClock.clearTimeout(id),
     armed: () => armed,
   };
+}
+
+/** A real clock that calls `onArmed` once `n` run deadline timers (track, restore) have been armed. */
+export function runTimerClock(n: number, onArmed: () => void): Clock {
+  return countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onArmed);
 }
 
 async function fullGc(): Promise<void> {

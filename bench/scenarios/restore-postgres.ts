@@ -7,7 +7,7 @@ import { PostgresRunStore } from '../../src/stores/postgres/postgres-store.js';
 import { quoteIdent } from '../../src/stores/postgres/migrations.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import type { RunStatus } from '../../src/core/types.js';
-import { countingClock, FAR_SECONDS, MIX, populate, RUN_TIMER_MIN_MS } from '../lib.js';
+import { FAR_CONFIG, MIX, populate, runTimerClock } from '../lib.js';
 import { type RestoreResult, restoreTimer } from './restore.js';
 
 /**
@@ -77,12 +77,8 @@ export async function restorePostgres(n: number, url: string, schema: string): P
   const monitor = createRunMonitor({
     store,
     launcher: new FakeLauncher(),
-    clock: countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
-    config: {
-      startTimeoutSeconds: FAR_SECONDS,
-      cancelTimeoutSeconds: FAR_SECONDS,
-      maxRuntimeSeconds: FAR_SECONDS,
-    },
+    clock: runTimerClock(n, onTarget),
+    config: FAR_CONFIG,
   });
   await monitor.start();
   return result;

@@ -8,14 +8,14 @@ import { createFarXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import { ACTIVE_STATUSES, type RunStatus } from '../../src/core/types.js';
 import {
-  countingClock,
   cpuSince,
   deadlineOf,
+  FAR_CONFIG,
   FAR_SECONDS,
   MIX,
   pages,
   populate,
-  RUN_TIMER_MIN_MS,
+  runTimerClock,
   runIdOf,
 } from '../lib.js';
 
@@ -125,23 +125,15 @@ export async function restore(variant: RestoreVariant, n: number, path: string):
       }
     }
   } else if (variant === 'xstate') {
-    const floor = createFarXStateFloor(
-      store,
-      countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
-    );
+    const floor = createFarXStateFloor(store, runTimerClock(n, onTarget));
     await floor.start();
   } else {
-    const clock = countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget);
-    const config = {
-      startTimeoutSeconds: FAR_SECONDS,
-      cancelTimeoutSeconds: FAR_SECONDS,
-      maxRuntimeSeconds: FAR_SECONDS,
-    };
+    const clock = runTimerClock(n, onTarget);
     const launcher = new FakeLauncher();
     const monitor =
       variant === 'naive'
-        ? createNaiveMonitor({ store, launcher, clock, config })
-        : createRunMonitor({ store, launcher, clock, config });
+        ? createNaiveMonitor({ store, launcher, clock, config: FAR_CONFIG })
+        : createRunMonitor({ store, launcher, clock, config: FAR_CONFIG });
     await monitor.start();
   }
   return result;

@@ -8,15 +8,15 @@ import { createFarXStateFloor } from '../xstate-floor.js';
 import { FakeLauncher } from '../../src/testing/index.js';
 import { ACTIVE_STATUSES, type RunStatus } from '../../src/core/types.js';
 import {
-  countingClock,
   deadlineOf,
+  FAR_CONFIG,
   FAR_SECONDS,
   cpuSince,
   heapUsed,
   MIX,
   pages,
   populate,
-  RUN_TIMER_MIN_MS,
+  runTimerClock,
 } from '../lib.js';
 
 export type TrackVariant = 'runwarden' | 'naive' | 'floor' | 'xstate';
@@ -106,10 +106,7 @@ export async function track(
       for (const handle of timers.values()) clearTimeout(handle);
     };
   } else if (variant === 'xstate') {
-    const floor = createFarXStateFloor(
-      store,
-      countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
-    );
+    const floor = createFarXStateFloor(store, runTimerClock(n, onTarget));
     await floor.start();
     startResolvedMs = performance.now() - t0;
     keep = floor;
@@ -118,19 +115,15 @@ export async function track(
     const monitor = createNaiveMonitor({
       store,
       launcher: new FakeLauncher(),
-      clock: countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget),
-      config: {
-        startTimeoutSeconds: FAR_SECONDS,
-        cancelTimeoutSeconds: FAR_SECONDS,
-        maxRuntimeSeconds: FAR_SECONDS,
-      },
+      clock: runTimerClock(n, onTarget),
+      config: FAR_CONFIG,
     });
     await monitor.start();
     startResolvedMs = performance.now() - t0;
     keep = monitor;
     stop = async () => monitor.stop();
   } else {
-    const clock = countingClock((ms) => ms >= RUN_TIMER_MIN_MS, n, onTarget);
+    const clock = runTimerClock(n, onTarget);
     const registry = options.metrics ? new Registry() : undefined;
     const monitor = createRunMonitor({
       store,
@@ -138,9 +131,7 @@ export async function track(
       clock,
       metrics: registry,
       config: {
-        startTimeoutSeconds: FAR_SECONDS,
-        cancelTimeoutSeconds: FAR_SECONDS,
-        maxRuntimeSeconds: FAR_SECONDS,
+        ...FAR_CONFIG,
         ...(options.shardSize ? { shardSize: options.shardSize } : {}),
       },
     });
