@@ -21,7 +21,7 @@ import {
 } from '../src/launchers/process/process-launcher.js';
 import { createRunMonitor, type RunMonitor } from '../src/monitor/monitor.js';
 import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
-import { isAlive, NODE, tempDir, waitFor, workerCommand } from './processes.js';
+import { isAlive, NODE, sqliteProcessLauncher, tempDir, waitFor, workerCommand } from './processes.js';
 
 /** Holds whoever passes it until opened; counts who got there. */
 class Gate {
@@ -92,14 +92,7 @@ function setup(): Setup {
   const dir = tempDir('runwarden-races-');
   const dbPath = join(dir.path, 'runs.db');
   const store = new SlowTagStore({ path: dbPath });
-  const launcher = new ProcessRunLauncher({
-    store,
-    command: [NODE, '-e', IDLE],
-    logDir: join(dir.path, 'logs'),
-    storeEnv: { RUNWARDEN_STORE: `sqlite:${dbPath}` },
-    terminateGraceMs: 300,
-    killWaitMs: 1000,
-  });
+  const launcher = sqliteProcessLauncher(store, dir.path, dbPath, [NODE, '-e', IDLE]);
   current = { store, launcher, dbPath, remove: dir.remove };
   return current;
 }

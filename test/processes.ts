@@ -140,6 +140,26 @@ export function isAlive(pid: number): boolean {
 }
 
 /**
+ * The process launcher of the tests' SQLite stores: workers run `command`, log into `dir`/logs, reach the
+ * store at `dbPath`, and get a short terminate grace.
+ */
+export function sqliteProcessLauncher(
+  store: RunStore,
+  dir: string,
+  dbPath: string,
+  command: string[] = ['false'],
+): ProcessRunLauncher {
+  return new ProcessRunLauncher({
+    store,
+    command,
+    logDir: join(dir, 'logs'),
+    storeEnv: { RUNWARDEN_STORE: `sqlite:${dbPath}` },
+    terminateGraceMs: 300,
+    killWaitMs: 1000,
+  });
+}
+
+/**
  * A SQLite store in a temp folder with a runwarden.yaml for `runwarden monitor --config` processes (the given
  * run_monitoring lines, worker logs beside it, a short terminate grace), and a launcher and monitor in this
  * process that launch runs the way `runwarden launch` does.
@@ -163,14 +183,7 @@ launcher:
 `,
   );
   const store = new SqliteRunStore({ path: dbPath });
-  const launcher = new ProcessRunLauncher({
-    store,
-    command: ['false'],
-    logDir: join(dir.path, 'logs'),
-    storeEnv: { RUNWARDEN_STORE: `sqlite:${dbPath}` },
-    terminateGraceMs: 300,
-    killWaitMs: 1000,
-  });
+  const launcher = sqliteProcessLauncher(store, dir.path, dbPath);
   const control = createRunMonitor({ store, launcher, config: { startTimeoutSeconds } });
   /** Every `runwarden monitor` started here, for the test's cleanup. */
   const monitors: ChildProcess[] = [];

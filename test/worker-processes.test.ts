@@ -11,7 +11,7 @@ import { COMMAND_TAG, PID_TAG, ProcessRunLauncher } from '../src/launchers/proce
 import { SqliteRunStore } from '../src/stores/sqlite/sqlite-store.js';
 import { isTerminal, type RunEvent, type RunRecord, TAGS } from '../src/core/types.js';
 import type { StepEventData } from '../src/worker/worker.js';
-import { isAlive, killWorkers, tempDir, waitFor, workerCommand } from './processes.js';
+import { isAlive, killWorkers, sqliteProcessLauncher, tempDir, waitFor, workerCommand } from './processes.js';
 
 const BASE_CONFIG: Partial<MonitorConfig> = {
   startTimeoutSeconds: 10,
@@ -46,14 +46,7 @@ async function setup(config: Partial<MonitorConfig> = {}): Promise<Setup> {
   const dir = tempDir('runwarden-workers-');
   const dbPath = join(dir.path, 'runs.db');
   const store = new SqliteRunStore({ path: dbPath });
-  const launcher = new ProcessRunLauncher({
-    store,
-    command: ['false'],
-    logDir: join(dir.path, 'logs'),
-    storeEnv: { RUNWARDEN_STORE: `sqlite:${dbPath}` },
-    terminateGraceMs: 300,
-    killWaitMs: 1000,
-  });
+  const launcher = sqliteProcessLauncher(store, dir.path, dbPath);
   const monitor = createRunMonitor({ store, launcher, config: { ...BASE_CONFIG, ...config } });
   await monitor.start();
   current = { dir, dbPath, store, launcher, monitor };
