@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryRunStore } from '../src/stores/memory/memory-store.js';
 import type { RunEvent } from '../src/core/types.js';
-import { describeRunStoreConformance } from './store-conformance.js';
-
-function simulatedClock(start = 0) {
-  let now = start;
-  return {
-    now: () => now,
-    set(ms: number) {
-      now = ms;
-    },
-  };
-}
+import { describeRunStoreConformance, simulatedClock } from './store-conformance.js';
 
 describeRunStoreConformance('MemoryRunStore conformance', async () => {
   const clock = simulatedClock();

@@ -3,18 +3,8 @@ import pg from 'pg';
 import { POSTGRES_MIGRATIONS } from '../src/stores/postgres/migrations.js';
 import { PostgresRunStore } from '../src/stores/postgres/postgres-store.js';
 import type { PostgresPool } from '../src/stores/postgres/pg-types.js';
-import { describeRunStoreConformance } from './store-conformance.js';
+import { describeRunStoreConformance, simulatedClock } from './store-conformance.js';
 import { adminQuery, dropSchemas, PG_URL, uniqueSchema } from './postgres.js';
-
-function simulatedClock(start = 0) {
-  let now = start;
-  return {
-    now: () => now,
-    set(ms: number) {
-      now = ms;
-    },
-  };
-}
 
 describeRunStoreConformance('PostgresRunStore conformance', async () => {
   const schema = uniqueSchema();

@@ -15,17 +15,7 @@ import {
   StoreBusyError,
 } from '../src/stores/sqlite/sqlite-store.js';
 import type { RunEvent, RunStatus } from '../src/core/types.js';
-import { describeRunStoreConformance } from './store-conformance.js';
-
-function simulatedClock(start = 0) {
-  let now = start;
-  return {
-    now: () => now,
-    set(ms: number) {
-      now = ms;
-    },
-  };
-}
+import { describeRunStoreConformance, simulatedClock } from './store-conformance.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'runwarden-sqlite-'));

@@ -29,6 +29,17 @@ interface ConformanceClock {
   set(ms: number): void;
 }
 
+/** A clock that stands still until the test sets it: what a store's conformance run gives it. */
+export function simulatedClock(start = 0): ConformanceClock {
+  let now = start;
+  return {
+    now: () => now,
+    set(ms: number) {
+      now = ms;
+    },
+  };
+}
+
 export interface ConformanceContext {
   /** A fresh, empty store whose default `at` is `clock.now()`. */
   store: RunStore;
