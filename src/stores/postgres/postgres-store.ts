@@ -25,6 +25,7 @@ import {
   toRunEvent,
   wantedTags,
 } from '../contract.js';
+import { type LeaseDbRow, type MonitorDbRow, toLeaseRow, toMonitorRow } from '../sql-rows.js';
 import {
   ACTIVE_STATUSES,
   type CreateRunInput,
@@ -399,17 +400,7 @@ export class PostgresRunStore implements RunStore {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`runwarden.leases.${this.schema}`]);
     const monitors = await client.query<MonitorDbRow>(this.#sql.allMonitors);
     const leases = await client.query<LeaseDbRow>(this.#sql.allLeases);
-    return {
-      monitors: monitors.rows.map((r) => ({
-        monitorId: r.monitor_id,
-        host: r.host,
-        pid: r.pid,
-        startedAt: r.started_at,
-        renewedAt: r.renewed_at,
-        expiresAt: r.expires_at,
-      })),
-      leases: leases.rows.map(toLeaseRow),
-    };
+    return { monitors: monitors.rows.map(toMonitorRow), leases: leases.rows.map(toLeaseRow) };
   }
 
   async #writeLeases(client: PostgresClient, rows: LeaseRow[]): Promise<void> {
@@ -642,32 +633,6 @@ function statements(s: string) {
       ON CONFLICT (partition) DO UPDATE SET monitor_id = excluded.monitor_id, epoch = excluded.epoch,
         expires_at = excluded.expires_at`,
     activeRunIds: `SELECT run_id FROM ${s}.runs WHERE status = ANY ($1::text[])`,
-  };
-}
-
-interface MonitorDbRow {
-  monitor_id: string;
-  host: string;
-  pid: number;
-  started_at: number;
-  renewed_at: number;
-  expires_at: number;
-}
-
-interface LeaseDbRow {
-  partition: number;
-  monitor_id: string | null;
-  /** bigint: a string from pg. */
-  epoch: string;
-  expires_at: number;
-}
-
-function toLeaseRow(row: LeaseDbRow): LeaseRow {
-  return {
-    partition: row.partition,
-    monitorId: row.monitor_id,
-    epoch: Number(row.epoch),
-    expiresAt: row.expires_at,
   };
 }
 

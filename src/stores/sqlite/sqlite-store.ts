@@ -22,6 +22,7 @@ import {
   toRunEvent,
   wantedTags,
 } from '../contract.js';
+import { type LeaseDbRow, type MonitorDbRow, toLeaseRow, toMonitorRow } from '../sql-rows.js';
 import {
   ACTIVE_STATUSES,
   type CreateRunInput,
@@ -266,26 +267,6 @@ interface EventRow {
 }
 
 const EVENT_COLUMNS = 'seq, run_id, at, type, message, data';
-
-interface MonitorDbRow {
-  monitor_id: string;
-  host: string;
-  pid: number;
-  started_at: number;
-  renewed_at: number;
-  expires_at: number;
-}
-
-interface LeaseDbRow {
-  partition: number;
-  monitor_id: string | null;
-  epoch: number;
-  expires_at: number;
-}
-
-function toLeaseRow(row: LeaseDbRow): LeaseRow {
-  return { partition: row.partition, monitorId: row.monitor_id, epoch: row.epoch, expiresAt: row.expires_at };
-}
 
 /**
  * A RunStore in one SQLite file (better-sqlite3), shared by the monitor and any number of run-worker processes.
@@ -552,14 +533,7 @@ export class SqliteRunStore implements RunStore {
   }
 
   private readLeaseState(): { monitors: MonitorRow[]; leases: LeaseRow[] } {
-    const monitors = (this.sql.allMonitors.all() as MonitorDbRow[]).map((r) => ({
-      monitorId: r.monitor_id,
-      host: r.host,
-      pid: r.pid,
-      startedAt: r.started_at,
-      renewedAt: r.renewed_at,
-      expiresAt: r.expires_at,
-    }));
+    const monitors = (this.sql.allMonitors.all() as MonitorDbRow[]).map(toMonitorRow);
     const leases = (this.sql.allLeases.all() as LeaseDbRow[]).map(toLeaseRow);
     return { monitors, leases };
   }
