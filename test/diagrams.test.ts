@@ -114,6 +114,7 @@ describe('the run machine diagram', () => {
       'run_started_watching --> run_started_confirmingCrash : health.checked [workerGone]',
     );
     expect(run).toContain('run_failing_writing --> run_done : done writeStatus [writeApplied]');
-    expect(run).toContain('run_starting_timed --> run_starting_timedOut : after startTimeout');
+    expect(run).toContain('run_starting_timed --> run_dryRun : after startTimeout [dryRun]');
+    expect(run).toContain('run_starting_timed --> run_timingOutStart : after startTimeout');
   });
 });

@@ -167,6 +167,11 @@ describe('runwarden monitor --inspect 0', () => {
     const supervisor = registrations(viewer).find((e) => e.name === 'supervisor');
     expect(supervisor?.sessionId).toBe(shard?.parentId);
     expect(run.rootId).toBe(supervisor?.sessionId);
+    // The poll's child id is a number too ('0'); it is shown by what it is.
+    const poll = await waitFor('a health poll to register', () =>
+      registrations(viewer).find((e) => e.name === 'health-poll'),
+    );
+    expect(poll.parentId).toBe(supervisor?.sessionId);
 
     await waitFor('a snapshot of the run actor in started', () =>
       snapshotsOf(viewer, run.sessionId).find((e) => inState((e.snapshot as RunSnapshot).value, 'started')),

@@ -178,14 +178,23 @@ export async function startInspectorServer(
 }
 
 /**
- * The inspector names an actor by its id, which for a run actor is its slot in its shard ("0", "1", …): show
- * the system id instead (`run:<runId>`). Read when the event is converted, after XState has set it.
+ * The inspector names an actor by its id, which for runs, shards and the health poll is a number (a run's
+ * slot in its shard, a shard's in the supervisor; docs/performance.md says why): show a run's system id
+ * (`run:<runId>`), `shard-<n>` and `health-poll` instead. Read when the event is converted, after XState has
+ * set the system id.
  */
 function named(actorRef: AnyActorRef): AnyActorRef {
-  const withSystemId = actorRef as AnyActorRef & { systemId?: string };
   return Object.create(actorRef, {
-    id: { get: () => withSystemId.systemId ?? actorRef.id, enumerable: true },
+    id: { get: () => displayName(actorRef), enumerable: true },
   }) as AnyActorRef;
+}
+
+function displayName(actorRef: AnyActorRef): string {
+  const { systemId, src } = actorRef as AnyActorRef & { systemId?: string; src?: unknown };
+  if (systemId !== undefined) return systemId;
+  if (src === 'shard') return `shard-${actorRef.id}`;
+  if (src === 'pollHealth') return 'health-poll';
+  return actorRef.id;
 }
 
 function servePage(request: IncomingMessage, response: ServerResponse): void {

@@ -1,7 +1,6 @@
 // What every part of the monitor shares: the store, the launcher, the clock, the logger, the effect tracker,
 // and the two calls each part needs (read a run that must exist, call the launcher within its time limit).
 import { messages } from '../../machines/messages.js';
-import { sleepOn } from '../core/clock.js';
 import type { MonitorConfig } from '../core/config.js';
 import { RunNotFoundError, RunwardenError } from '../core/errors.js';
 import type { Clock, RunEvent, RunLauncher, RunRecord, RunStatus, RunStore } from '../core/types.js';
@@ -77,17 +76,26 @@ export function terminateOnce(host: MonitorHost, run: RunRecord): Promise<boolea
 }
 
 /** A launcher call that gives up after launcherTimeoutSeconds (on the monitor's clock; 0 = no limit). */
-export async function callLauncher<T>(host: MonitorHost, call: string, work: () => Promise<T>): Promise<T> {
+// One promise and one timer per call, not a race of two promises: a start timeout makes two of these calls.
+export function callLauncher<T>(host: MonitorHost, call: string, work: () => Promise<T>): Promise<T> {
   const tracked = host.tracker.trackLauncher(Promise.resolve().then(work));
   const seconds = host.config.launcherTimeoutSeconds;
   if (seconds === 0) return tracked;
-  const timer = sleepOn(host.clock, seconds * 1000);
-  const timedOut = timer.promise.then(() => {
-    throw new RunwardenError('LAUNCHER_TIMEOUT', messages.launcherCallTimedOut(call, seconds));
+  const { clock } = host;
+  return new Promise<T>((resolve, reject) => {
+    const timer = clock.setTimeout(
+      () => reject(new RunwardenError('LAUNCHER_TIMEOUT', messages.launcherCallTimedOut(call, seconds))),
+      seconds * 1000,
+    );
+    tracked.then(
+      (value) => {
+        clock.clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clock.clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
-  try {
-    return await Promise.race([tracked, timedOut]);
-  } finally {
-    timer.cancel();
-  }
 }

@@ -4,9 +4,9 @@
 
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { getNextSnapshot, type InspectionEvent } from 'xstate';
+import { type AnyActorRef, getNextSnapshot, type InspectionEvent } from 'xstate';
 import { getShortestPaths } from 'xstate/graph';
-import { shardMachine } from '../../machines/shard.machine.js';
+import { type ShardContext, shardMachine } from '../../machines/shard.machine.js';
 import { supervisorMachine } from '../../machines/supervisor.machine.js';
 import { sleepOn } from '../../src/core/clock.js';
 import type { RunRecord } from '../../src/core/types.js';
@@ -35,7 +35,7 @@ const EVENTS: Event[] = [
   { type: 'health.checked', run: sampleRun, result: { status: 'RUNNING' } },
   { type: 'poll.done' },
   { type: 'xstate.after.pollInterval.supervisor.waitingToPoll' },
-  { type: 'shard.drained', shardId: 'shard-1' },
+  { type: 'shard.drained', shardId: '1' },
   { type: 'runs.release', partitions: [63] },
 ];
 
@@ -261,6 +261,35 @@ describe('supervisor and shards: generated paths replayed against the real host'
       await env.advance(POLL_SECONDS * 1000);
       expect(env.launcher.calls.health.length - checks, 'one check per STARTED run').toBe(3);
       expect(received).toEqual(['health.checked', 'health.checked', 'health.checked']);
+    } finally {
+      await env.monitor.stop();
+    }
+  });
+
+  it('a run that finishes in the open shard leaves it open; the next run seals it, and it drains', async () => {
+    const shards = new Map<string, { status: string; running: number; sealed: boolean }>();
+    const inspect = (event: InspectionEvent) => {
+      recorder.inspect(event);
+      const logic = (event.actorRef as unknown as { logic?: { id?: string } }).logic;
+      if (event.type !== '@xstate.snapshot' || logic?.id !== 'shard') return;
+      const { status, context } = event.snapshot as unknown as { status: string; context: ShardContext };
+      shards.set((event.actorRef as AnyActorRef).id, {
+        status,
+        running: context.running,
+        sealed: context.sealed,
+      });
+    };
+    const env = await environment(config, { ...recorder, inspect } as EdgeRecorder);
+    try {
+      await env.monitor.start();
+      await execute(env, { type: 'runs.updated' }, 'steady');
+      const [run] = await startedRuns(env);
+      await env.store.outside(run!.runId, { to: 'SUCCESS' });
+      await env.settle();
+      expect(shards.get('1')).toEqual({ status: 'active', running: 0, sealed: false });
+      await execute(env, { type: 'runs.updated' }, 'steady'); // shardSize 1: opens shard 2, seals shard 1
+      expect(shards.get('1')).toEqual({ status: 'done', running: 0, sealed: true });
+      expect(shards.get('2')).toEqual({ status: 'active', running: 1, sealed: false });
     } finally {
       await env.monitor.stop();
     }
