@@ -127,8 +127,10 @@ it('a monitor killed with SIGKILL and restarted keeps every deadline and resumes
   expect(tooLong.status).toBe('FAILURE');
   expect(tooLong.tags[TAGS.failureReason]).toBe('MAX_RUNTIME_EXCEEDED');
   expect(tooLong.cancelingAt! - tooLong.startedAt!).toBeGreaterThanOrEqual(MAX_RUNTIME * 1000);
-  expect(tooLong.cancelingAt! - tooLong.startedAt!).toBeLessThan(MAX_RUNTIME * 1000 + 1500);
   expect(second.readyAt - tooLong.startedAt!).toBeGreaterThan(2500);
+  // Before the earliest moment a monitor that re-armed from its own start could act: that is the property,
+  // and it leaves room for a loaded machine (a fixed 1.5 s of slack once failed under a parallel benchmark).
+  expect(tooLong.cancelingAt!).toBeLessThan(second.readyAt + MAX_RUNTIME * 1000);
 
   // The crash during the downtime is found by the restarted monitor and resumed exactly once.
   const recovered = await ended(crashesWhileDown);

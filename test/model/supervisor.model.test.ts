@@ -143,7 +143,7 @@ async function execute(env: Environment, event: Event, timing: Timing): Promise<
       await env.advance(POLL_SECONDS * 1000);
       break;
     case 'shard.drained': {
-      // Two runs: the second opens shard-2 and seals shard-1; finishing the first drains shard-1.
+      // Two runs: the second opens shard 2 and seals shard 1; finishing the first drains shard 1.
       await execute(env, { type: 'runs.updated' }, timing);
       await execute(env, { type: 'runs.updated' }, timing);
       const [first] = await startedRuns(env);
