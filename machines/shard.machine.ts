@@ -68,9 +68,10 @@ export const shardMachine = setup({
       if (event.type !== 'runs.spawn') return;
       let { running, spawned } = context;
       for (const { input, followUp } of event.runs) {
-        const runId = input.run.runId;
+        // One system id string per run, for the lookups and the registration.
+        const systemId = runSystemId(input.run.runId);
         // Two updates for a new run can cross: the second one finds the actor the first one spawned.
-        const existing = system.get(runSystemId(runId));
+        const existing = system.get(systemId);
         if (existing) {
           const update: RunMachineEvent = { type: 'run.updated', run: input.run };
           enqueue.sendTo(existing, update);
@@ -78,11 +79,11 @@ export const shardMachine = setup({
           // Child ids are slot numbers, not run ids: XState copies `children` on every spawn and stop, and
           // V8 copies integer-keyed objects as flat arrays but builds new hidden classes for string keys
           // (150 µs against 7 µs per stop at 128 children). Routing uses the system id.
-          enqueue.spawnChild('run', { id: String(spawned), systemId: runSystemId(runId), input });
+          enqueue.spawnChild('run', { id: String(spawned), systemId, input });
           spawned += 1;
           running += 1;
         }
-        if (followUp) enqueue(({ system: sys }) => sys.get(runSystemId(runId))?.send(followUp));
+        if (followUp) enqueue(({ system: sys }) => sys.get(systemId)?.send(followUp));
       }
       enqueue.assign({ running, spawned });
     }),
