@@ -442,6 +442,11 @@ export const runMachine = setup({
     recordReadRun: assign({
       run: ({ context, event }) => newerRun(context.run, (event as { output?: RunRecord }).output),
     }),
+    // The record a status write returns: the one it stored, or the current one when it did not apply.
+    recordWrittenRun: assign({
+      run: ({ context, event }) =>
+        newerRun(context.run, (event as { output?: WriteStatusOutput }).output?.run),
+    }),
     countUnknown: assign({
       unknownStreak: ({ context }) => context.unknownStreak + 1,
       badSince: ({ context, event }) => context.badSince ?? healthAt(event),
@@ -641,7 +646,7 @@ export const runMachine = setup({
               // The worker reported (or the run was canceled) first: follow the stored status.
               {
                 target: '#run.routing',
-                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+                actions: 'recordWrittenRun',
               },
             ],
             onError: { target: '#run.recovering', actions: 'reportEffectError' },
@@ -778,7 +783,7 @@ export const runMachine = setup({
             input: ({ context }) => ({ runId: context.run.runId }),
             onDone: {
               target: 'decidingCrash',
-              actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output) }),
+              actions: 'recordReadRun',
             },
             onError: { target: '#run.recovering', actions: 'reportEffectError' },
           },
@@ -937,11 +942,11 @@ export const runMachine = setup({
               {
                 guard: { type: 'writeApplied', params: ({ event }) => ({ output: event.output }) },
                 target: 'terminating',
-                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+                actions: 'recordWrittenRun',
               },
               {
                 target: '#run.routing',
-                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+                actions: 'recordWrittenRun',
               },
             ],
             onError: { target: '#run.recovering', actions: 'reportEffectError' },
@@ -1041,7 +1046,7 @@ export const runMachine = setup({
               },
               {
                 target: '#run.routing',
-                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+                actions: 'recordWrittenRun',
               },
             ],
             onError: { target: '#run.recovering', actions: 'reportEffectError' },
@@ -1084,7 +1089,7 @@ export const runMachine = setup({
               },
               {
                 target: '#run.routing',
-                actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output.run) }),
+                actions: 'recordWrittenRun',
               },
             ],
             onError: { target: '#run.recovering', actions: 'reportEffectError' },
@@ -1128,7 +1133,7 @@ export const runMachine = setup({
             input: ({ context }) => ({ runId: context.run.runId }),
             onDone: {
               target: '#run.routing',
-              actions: assign({ run: ({ context, event }) => newerRun(context.run, event.output) }),
+              actions: 'recordReadRun',
             },
             onError: [
               // Deleted from the store behind the monitor's back: nothing left to watch.
